@@ -1,0 +1,3 @@
+from .vit import PRESETS, ViT, ViTConfig, preset
+
+__all__ = ["PRESETS", "ViT", "ViTConfig", "preset"]

@@ -1,0 +1,153 @@
+"""The Vision Transformer (Dosovitskiy et al., ICLR 2021), equations 1-4 of the paper.
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos      (Eq. 1)
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}                     (Eq. 2)
+    z_l  = MLP(LN(z'_l)) + z'_l                           (Eq. 3)
+    y    = LN(z_L^0)                                      (Eq. 4), then a linear head
+
+    model = ViT.from_preset("tiny")           # or ViT(image_size=32, patch_size=4, ...)
+    logits = model(images)                    # images (B, H, W, C) float -> (B, num_classes)
+    model.backward(dlogits)                   # fills every parameter's .grad
+"""
+
+from dataclasses import asdict, dataclass, replace
+
+from .. import backend, ops
+from ..nn import Block, Dropout, LayerNorm, Linear, Module, new_parameter, trunc_normal
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    image_size: int = 32
+    patch_size: int = 4
+    num_classes: int = 10
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_dim: int = 384
+    pool: str = "cls"  # "cls": class token (Eq. 4); "mean": average of the patch tokens (GAP)
+    dropout: float = 0.0
+    in_channels: int = 3
+
+
+PRESETS = {
+    # ViT-Tiny's width and heads (192, 3) at CIFAR scale: 64 patches of 4×4, 6 blocks, 1.8 M parameters.
+    "tiny": ViTConfig(),
+    # A quicker model for 2 CPU cores: half the width, 4 blocks, 0.55 M parameters.
+    "mini": ViTConfig(dim=128, depth=4, heads=4, mlp_dim=256),
+}
+
+
+def preset(name, **overrides):
+    """A named ViTConfig, with any field overridden: preset("tiny", num_classes=100)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+class ViT(Module):
+    """Vision Transformer classifier.
+
+    Parameters (names as in state_dict()):
+      patch_embed  Linear(P²C, D)      E
+      cls_token    (1, 1, D)           x_class (pool="cls" only)
+      pos_embed    (1, T, D)           E_pos, T = N + 1 with a class token, N without
+      blocks.i     Block               Eq. 2-3
+      norm         LayerNorm(D)        the LN of Eq. 4
+      head         Linear(D, K)
+    """
+
+    def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
+                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3):
+        self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
+                                pool, dropout, in_channels)
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if image_size % patch_size:
+            raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}")
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        num_patches = (image_size // patch_size) ** 2
+        num_tokens = num_patches + (pool == "cls")
+
+        self.patch_embed = Linear(patch_size * patch_size * in_channels, dim)
+        if pool == "cls":
+            self.cls_token = new_parameter(trunc_normal((1, 1, dim)), decay=False)
+        self.pos_embed = new_parameter(trunc_normal((1, num_tokens, dim)), decay=False)
+        self.dropout = Dropout(dropout)
+        self.blocks = [Block(dim, heads, mlp_dim, dropout) for _ in range(depth)]
+        self.norm = LayerNorm(dim)
+        self.head = Linear(dim, num_classes)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**asdict(config))
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        return cls.from_config(preset(name, **overrides))
+
+    def _check_images(self, images):
+        c = self.config
+        xp = backend.array_module(images)
+        if images.ndim != 4:
+            raise ValueError(f"expected images of shape (B, H, W, C), got an array of shape {images.shape}")
+        _, h, w, ch = images.shape
+        if ch != c.in_channels:
+            raise ValueError(f"expected {c.in_channels} channels (NHWC images), got {ch} in shape {images.shape}")
+        if (h, w) != (c.image_size, c.image_size):
+            raise ValueError(f"expected {c.image_size}×{c.image_size} images, got {h}×{w}")
+        if images.dtype.kind != "f":
+            raise ValueError(
+                f"expected floating-point images, got {images.dtype}; convert with images.astype(np.float32) / 255"
+            )
+        if images.dtype != self.dtype:
+            raise ValueError(f"expected {self.dtype} images (the model's dtype), got {images.dtype}")
+        if not bool(xp.isfinite(images).all()):
+            raise ValueError("images contain NaN or infinite values")
+
+    def forward(self, images):
+        """images: (B, H, W, C) floating point -> logits (B, num_classes)"""
+        self._check_images(images)
+        xp = backend.array_module(images)
+        b = images.shape[0]
+        x = ops.patchify(images, self.config.patch_size)  # (B, N, P²C)
+        x = self.patch_embed(x)  # (B, N, D): x_p E
+        if self.config.pool == "cls":
+            cls = xp.broadcast_to(self.cls_token.data, (b, 1, x.shape[2]))
+            x = xp.concatenate([cls, x], axis=1)  # (B, T, D)
+        x = x + self.pos_embed.data  # z_0, Eq. 1
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x)  # Eq. 2-3
+        x = self.norm(x)  # LN is per token, so LN(z_L)^0 = LN(z_L^0) of Eq. 4
+        if self.config.pool == "cls":
+            self._tokens_shape = x.shape
+            pooled = x[:, 0]  # (B, D)
+        else:
+            pooled, self._pool_cache = ops.mean_pool_forward(x)
+        return self.head(pooled)  # (B, K)
+
+    def backward(self, dlogits):
+        """dlogits: (B, K) -> dimages (B, H, W, C); fills every parameter's grad."""
+        xp = backend.array_module(dlogits)
+        dpooled = self.head.backward(dlogits)  # (B, D)
+        if self.config.pool == "cls":
+            dx = xp.zeros(self._tokens_shape, dtype=dpooled.dtype)
+            dx[:, 0] = dpooled
+        else:
+            dx = ops.mean_pool_backward(dpooled, self._pool_cache)
+        dx = self.norm.backward(dx)
+        for block in reversed(self.blocks):
+            dx = block.backward(dx)
+        dx = self.dropout.backward(dx)  # (B, T, D)
+        self.pos_embed.grad += dx.sum(axis=0, keepdims=True)
+        if self.config.pool == "cls":
+            self.cls_token.grad += dx[:, :1].sum(axis=0, keepdims=True)
+            dx = dx[:, 1:]
+        dpatches = self.patch_embed.backward(dx)  # (B, N, P²C)
+        return ops.patchify_backward(dpatches, self.config.patch_size, self.config.image_size)
+
+    def attention_maps(self):
+        """The attention weights of the last forward, one (B, H, T, T) array per block."""
+        return [block.attn.attn for block in self.blocks]

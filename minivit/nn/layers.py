@@ -1,0 +1,91 @@
+"""The basic Modules: each wraps one op pair from minivit.ops and owns its parameters."""
+
+import numpy as np
+
+from .. import ops
+from .module import Module, new_parameter, trunc_normal
+
+
+class Linear(Module):
+    """y = x W + b, W: (in_features, out_features), weights ~ truncated N(0, 0.02²), b = 0."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        self.weight = new_parameter(trunc_normal((in_features, out_features)))
+        self.bias = new_parameter(np.zeros(out_features), decay=False) if bias else None
+
+    def forward(self, x):
+        """x: (..., in_features) -> (..., out_features)"""
+        out, self._cache = ops.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = ops.linear_backward(dout, self._cache)
+        self.weight.grad += dw
+        if self.bias is not None:
+            self.bias.grad += db
+        return dx
+
+
+class LayerNorm(Module):
+    """Normalise the last axis, then scale by γ (ones) and shift by β (zeros)."""
+
+    def __init__(self, dim, eps=1e-6):
+        self.weight = new_parameter(np.ones(dim), decay=False)
+        self.bias = new_parameter(np.zeros(dim), decay=False)
+        self.eps = eps
+
+    def forward(self, x):
+        """x: (..., dim) -> (..., dim)"""
+        out, self._cache = ops.layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = ops.layernorm_backward(dout, self._cache)
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+
+class GELU(Module):
+    def __init__(self, approximate=False):
+        self.approximate = approximate
+
+    def forward(self, x):
+        out, self._cache = ops.gelu_forward(x, self.approximate)
+        return out
+
+    def backward(self, dout):
+        return ops.gelu_backward(dout, self._cache)
+
+
+class Dropout(Module):
+    """Zero each element with probability p while training; the identity in eval()."""
+
+    def __init__(self, p=0.0):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        out, self._cache = ops.dropout_forward(x, self.p, self.training)
+        return out
+
+    def backward(self, dout):
+        return ops.dropout_backward(dout, self._cache)
+
+
+class Embedding(Module):
+    """A (num_embeddings, dim) table looked up by integer ids."""
+
+    def __init__(self, num_embeddings, dim):
+        self.weight = new_parameter(trunc_normal((num_embeddings, dim)))
+
+    def forward(self, ids):
+        """ids: integer (...) -> (..., dim)"""
+        out, self._cache = ops.embedding_forward(ids, self.weight.data)
+        return out
+
+    def backward(self, dout):
+        """Fills the table's gradient; ids have no gradient, so returns None."""
+        self.weight.grad += ops.embedding_backward(dout, self._cache)
+        return None

@@ -1,0 +1,78 @@
+"""The Transformer encoder block of the paper (Eq. 2-3): pre-LN MSA and MLP, each with a residual."""
+
+from .. import ops
+from .layers import GELU, Dropout, LayerNorm, Linear
+from .module import Module
+
+
+class MultiHeadAttention(Module):
+    """MSA on (B, T, D); after a forward, `self.attn` holds its weights (B, H, T, T)."""
+
+    def __init__(self, dim, heads, dropout=0.0, causal=False):
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.causal = causal
+        self.qkv = Linear(dim, 3 * dim)  # U_qkv, [q | k | v] column blocks
+        self.proj = Linear(dim, dim)  # U_msa
+        self.dropout = Dropout(dropout)
+        self.attn = None
+
+    def forward(self, x):
+        """x: (B, T, D) -> (B, T, D)"""
+        out, self._cache = ops.attention_forward(
+            x, self.qkv.weight.data, self.qkv.bias.data, self.proj.weight.data, self.proj.bias.data,
+            self.heads, self.causal,
+        )
+        self.attn = self._cache.attn
+        return self.dropout(out)
+
+    def backward(self, dout):
+        dout = self.dropout.backward(dout)
+        dx, dw_qkv, db_qkv, dw_out, db_out = ops.attention_backward(dout, self._cache)
+        self.qkv.weight.grad += dw_qkv
+        self.qkv.bias.grad += db_qkv
+        self.proj.weight.grad += dw_out
+        self.proj.bias.grad += db_out
+        return dx
+
+
+class MLP(Module):
+    """Two dense layers with a GELU between (Sec. 3.1), dropout after each."""
+
+    def __init__(self, dim, hidden_dim, dropout=0.0):
+        self.fc1 = Linear(dim, hidden_dim)
+        self.act = GELU()
+        self.drop1 = Dropout(dropout)
+        self.fc2 = Linear(hidden_dim, dim)
+        self.drop2 = Dropout(dropout)
+
+    def forward(self, x):
+        """x: (B, T, D) -> (B, T, D)"""
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+    def backward(self, dout):
+        return self.fc1.backward(self.act.backward(self.drop1.backward(self.fc2.backward(self.drop2.backward(dout)))))
+
+
+class Block(Module):
+    """
+    z' = MSA(LN(z)) + z        (Eq. 2)
+    z  = MLP(LN(z')) + z'      (Eq. 3)
+    """
+
+    def __init__(self, dim, heads, mlp_dim, dropout=0.0, causal=False):
+        self.norm1 = LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, heads, dropout, causal)
+        self.norm2 = LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_dim, dropout)
+
+    def forward(self, x):
+        """x: (B, T, D) -> (B, T, D)"""
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def backward(self, dout):
+        # A residual y = x + f(x) passes dout straight through and adds f's backward.
+        dout = dout + self.norm2.backward(self.mlp.backward(dout))
+        return dout + self.norm1.backward(self.attn.backward(dout))
