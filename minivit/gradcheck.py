@@ -90,3 +90,25 @@ def check_module(module, *inputs, seed=0, h=1e-6):
     for name, p in module.named_parameters():
         errors[name] = relative_error(p.grad, numerical_gradient(forward, p.data, dout, h))
     return errors
+
+
+def check_op(forward, backward, *inputs, seed=0, h=1e-6, **options):
+    """Compare an op pair's backward with numerical gradients for each floating-point input.
+
+    forward(*inputs, **options) -> (out, cache);  backward(dout, cache) -> one gradient per
+    floating-point input, in order (integer inputs such as embedding ids get none).
+    returns a list of relative errors, one per floating-point input
+
+        check_op(ops.layernorm_forward, ops.layernorm_backward, x, gamma, beta)
+    """
+    out, cache = forward(*inputs, **options)
+    dout = backend.to_device(np.random.default_rng(seed).standard_normal(out.shape), backend.module_name(out))
+    grads = backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    float_inputs = [x for x in inputs if x.dtype.kind == "f"]
+    if len(grads) != len(float_inputs):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(float_inputs)} floating-point inputs")
+    return [
+        relative_error(grad, numerical_gradient(lambda: forward(*inputs, **options)[0], x, dout, h))
+        for x, grad in zip(float_inputs, grads)
+    ]

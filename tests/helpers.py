@@ -1,0 +1,10 @@
+"""Shared by the tests: the gradient-check tolerance and an assertion that prints the figures."""
+
+TOLERANCE = 1e-7  # relative error of a float64 gradient check (DESIGN.md)
+
+
+def assert_close(errors, tol=TOLERANCE):
+    """errors: a list or dict of relative errors; fails naming each one above tol."""
+    items = errors.items() if isinstance(errors, dict) else enumerate(errors)
+    bad = {name: err for name, err in items if not err <= tol}
+    assert not bad, f"relative error above {tol:g}: " + ", ".join(f"{k}: {v:.3e}" for k, v in bad.items())

@@ -1,0 +1,83 @@
+"""Every Module's backward, and the whole ViT's, against central differences in float64."""
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+from minivit import ViT, backend, nn, ops
+from minivit.gradcheck import check_module, numerical_gradient, relative_error
+
+
+def randomize(module, seed=0, scale=0.5):
+    """Random values in every parameter, so no weight is a special 0 or 1 that hides a bug."""
+    rng = np.random.default_rng(seed)
+    module.to(dtype=np.float64)
+    for p in module.parameters():
+        p.data[...] = backend.array_module(p.data).asarray(rng.standard_normal(p.shape) * scale)
+    return module
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Linear(5, 3), (2, 4, 5)),
+        (lambda: nn.Linear(4, 1, bias=False), (1, 4)),
+        (lambda: nn.LayerNorm(6), (3, 6)),
+        (lambda: nn.GELU(), (2, 5)),
+        (lambda: nn.GELU(approximate=True), (2, 5)),
+        (lambda: nn.Dropout(0.3), (4, 6)),
+        (lambda: nn.MultiHeadAttention(6, 3), (2, 5, 6)),
+        (lambda: nn.MultiHeadAttention(4, 1, causal=True), (1, 3, 4)),
+        (lambda: nn.MultiHeadAttention(8, 2, dropout=0.2, causal=True), (2, 7, 8)),
+        (lambda: nn.MLP(4, 7), (2, 3, 4)),
+        (lambda: nn.Block(6, 2, 10), (2, 5, 6)),
+        (lambda: nn.Block(6, 3, 5, dropout=0.1, causal=True), (1, 4, 6)),
+    ],
+    ids=["linear", "linear-nobias", "layernorm", "gelu", "gelu-tanh", "dropout", "msa", "msa-causal-1head",
+         "msa-dropout", "mlp", "block", "block-causal-dropout"],
+)
+def test_module(rand, make, shape):
+    module = randomize(make())
+    assert_close(check_module(module, rand(*shape)))
+
+
+def test_embedding_module(xp):
+    emb = randomize(nn.Embedding(5, 3))
+    ids = xp.asarray([[0, 4, 4], [2, 0, 1]])
+    out = emb(ids)
+    dout = xp.asarray(np.random.default_rng(0).standard_normal(out.shape))
+    emb.zero_grad()
+    assert emb.backward(dout) is None
+    numeric = numerical_gradient(lambda: emb.forward(ids), emb.weight.data, dout)
+    assert_close([relative_error(emb.weight.grad, numeric)])
+
+
+TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2, mlp_dim=12)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout):
+    """Every parameter (class token and position embedding included) and the images, through
+    the cross-entropy loss with label smoothing."""
+    model = randomize(ViT(**TINY, pool=pool, dropout=dropout))
+    images = rand(2, 8, 8, 3)
+    labels = xp.asarray([0, 2])
+
+    def logits():
+        backend.seed(0)  # the same dropout masks on every evaluation
+        return model.forward(images)
+
+    def loss():
+        return ops.cross_entropy_forward(logits(), labels, label_smoothing=0.1)[0]
+
+    names = [name for name, _ in model.named_parameters()]
+    assert ("cls_token" in names) == (pool == "cls") and "pos_embed" in names
+
+    _, cache = ops.cross_entropy_forward(logits(), labels, label_smoothing=0.1)
+    model.zero_grad()
+    dimages = model.backward(ops.cross_entropy_backward(cache))
+    errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
+    for name, p in model.named_parameters():
+        errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    assert_close(errors)

@@ -1,0 +1,100 @@
+"""Every op's hand-written backward against central differences, in float64, on each backend."""
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+from minivit import ops
+from minivit.gradcheck import check_op, numerical_gradient, relative_error
+
+
+@pytest.mark.parametrize("x_shape, d_out", [((1, 3), 4), ((2, 5, 7), 3), ((3, 1, 2, 6), 5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(rand, x_shape, d_out, bias):
+    x, w = rand(*x_shape), rand(x_shape[-1], d_out)
+    if bias:
+        assert_close(check_op(ops.linear_forward, ops.linear_backward, x, w, rand(d_out)))
+    else:
+        out, cache = ops.linear_forward(x, w, None)
+        dout = rand(*out.shape)
+        dx, dw, db = ops.linear_backward(dout, cache)
+        assert db is None
+        f = lambda: ops.linear_forward(x, w, None)[0]  # noqa: E731
+        assert_close([relative_error(dx, numerical_gradient(f, x, dout)), relative_error(dw, numerical_gradient(f, w, dout))])
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (4, 7), (2, 3, 5)])
+def test_layernorm(rand, shape):
+    d = shape[-1]
+    assert_close(check_op(ops.layernorm_forward, ops.layernorm_backward, rand(*shape), rand(d), rand(d)))
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 3, 5)])
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu(rand, shape, approximate):
+    x = rand(*shape, scale=2.0)  # covers the curved region around 0 and both tails
+    assert_close(check_op(ops.gelu_forward, ops.gelu_backward, x, approximate=approximate))
+
+
+@pytest.mark.parametrize("shape, axis", [((1, 1), -1), ((3, 7), -1), ((3, 7), 0), ((2, 3, 5), 1)])
+def test_softmax(rand, shape, axis):
+    assert_close(check_op(ops.softmax_forward, ops.softmax_backward, rand(*shape), axis=axis))
+
+
+@pytest.mark.parametrize(
+    "b, t, d, heads",
+    [(1, 1, 4, 1), (1, 5, 6, 1), (2, 5, 6, 3), (2, 7, 8, 2), (3, 4, 4, 4)],
+)
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention(rand, b, t, d, heads, causal):
+    inputs = [rand(b, t, d), rand(d, 3 * d, scale=0.5), rand(3 * d), rand(d, d, scale=0.5), rand(d)]
+    assert_close(check_op(ops.attention_forward, ops.attention_backward, *inputs, num_heads=heads, causal=causal))
+
+
+@pytest.mark.parametrize("b, k", [(1, 2), (4, 3), (5, 10)])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("soft", [False, True])
+def test_cross_entropy(xp, rand, b, k, label_smoothing, soft):
+    logits = rand(b, k, scale=3.0)
+    rng = np.random.default_rng(0)
+    if soft:  # probability targets, as mixup makes
+        labels = xp.asarray(rng.dirichlet(np.ones(k), size=b))
+    else:
+        labels = xp.asarray(rng.integers(0, k, size=b))
+    _, cache = ops.cross_entropy_forward(logits, labels, label_smoothing)
+    dlogits = ops.cross_entropy_backward(cache)
+    numeric = numerical_gradient(lambda: ops.cross_entropy_forward(logits, labels, label_smoothing)[0], logits)
+    assert_close([relative_error(dlogits, numeric)])
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.7])
+def test_dropout(xp, rand, p):
+    from minivit import backend
+
+    x = rand(4, 9)
+    seed = 7
+
+    def forward(x):  # the same mask on every call: a fixed function to differentiate
+        return ops.dropout_forward(x, p, train=True, rng=backend.use_module(backend.module_name(x)).random.default_rng(seed))
+
+    assert_close(check_op(forward, ops.dropout_backward, x))
+
+
+@pytest.mark.parametrize("ids_shape", [(5,), (2, 3), (1, 1)])
+def test_embedding(xp, rand, ids_shape):
+    ids = xp.asarray(np.random.default_rng(0).integers(0, 4, size=ids_shape))  # 4 ids into 4 rows: repeats
+    assert_close(check_op(ops.embedding_forward, ops.embedding_backward, ids, rand(4, 3)))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 5, 4)])
+def test_mean_pool(rand, shape):
+    assert_close(check_op(ops.mean_pool_forward, ops.mean_pool_backward, rand(*shape)))
+
+
+@pytest.mark.parametrize("shape, p", [((2, 8, 12, 3), 4), ((6, 6, 2), 3), ((1, 4, 4, 1), 1), ((1, 4, 4, 3), 4)])
+def test_patchify(rand, shape, p):
+    x = rand(*shape)
+    patches = ops.patchify(x, p)
+    dout = rand(*patches.shape)
+    dx = ops.patchify_backward(dout, p, shape[-3:-1])
+    assert_close([relative_error(dx, numerical_gradient(lambda: ops.patchify(x, p), x, dout))])

@@ -1,0 +1,348 @@
+"""minivit against torch autograd, in float64.
+
+Gradient checks compare each backward with central differences, which are only accurate to
+about 1e-8 and cost two forwards per input element. This module uses torch as an independent oracle
+instead: every forward is rewritten in a few lines of torch (from the spec, not from minivit's
+code), torch's autograd differentiates it, and both forward outputs and every gradient must
+match minivit's hand-written ones to a relative error of 1e-5 (in practice ~1e-15). The same is
+done for the whole ViT (logits, loss, image gradient and every parameter's gradient, by name) and
+for the optimisers (parameters after each AdamW / SGD step).
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from minivit import ViT, ops
+from minivit.gradcheck import relative_error
+from minivit.nn import Parameter
+from minivit.optim import SGD, AdamW
+
+torch = pytest.importorskip("torch", reason="torch is the test-only autograd oracle: pip install torch==2.13.0")
+F = torch.nn.functional
+
+TOL = 1e-5
+EPS = 1e-6  # LayerNorm epsilon, everywhere in minivit
+
+
+def to_t(a, grad=False):
+    """A float64 torch copy of a NumPy array; a leaf that records its gradient when grad=True."""
+    return torch.tensor(np.asarray(a, dtype=np.float64), dtype=torch.float64, requires_grad=grad)
+
+
+def to_ids(a):
+    """Integer NumPy ids as a torch long tensor."""
+    return torch.as_tensor(np.asarray(a, dtype=np.int64))
+
+
+def assert_close(ours, ref, what):
+    """minivit's array against torch's (a tensor or NumPy array), by relative error."""
+    assert ref is not None, f"{what}: torch computed no gradient"
+    if isinstance(ref, torch.Tensor):
+        ref = ref.detach().numpy()
+    err = relative_error(ours, ref)
+    assert err <= TOL, f"{what}: relative error {err:.3g} > {TOL}"
+
+
+def torch_patchify(images, p):
+    """(B, H, W, C) -> (B, N, P*P*C), patches in raster order, each flattened (row, column, channel)."""
+    b, h, w, c = images.shape
+    x = images.reshape(b, h // p, p, w // p, p, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def torch_attention(x, w_qkv, b_qkv, w_out, b_out, heads, causal=False):
+    """Multi-head self-attention from the spec; returns out (B, T, D) and the weights (B, H, T, T)."""
+    b, t, d = x.shape
+    dh = d // heads
+    qkv = x @ w_qkv + b_qkv  # [q | k | v] column blocks, heads split inside each block
+    q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(b, t, heads, dh).transpose(1, 2) for i in range(3))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+    if causal:
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    attn = scores.softmax(dim=-1)
+    heads_out = (attn @ v).transpose(1, 2).reshape(b, t, d)
+    return heads_out @ w_out + b_out, attn
+
+
+# -- ops ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 3, 5), (2, 1, 3, 5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(shape, bias):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(shape), rng.standard_normal((5, 4))
+    b = rng.standard_normal(4) if bias else None
+    out, cache = ops.linear_forward(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = ops.linear_backward(dout, cache)
+
+    tx, tw = to_t(x, grad=True), to_t(w, grad=True)
+    tb = to_t(b, grad=True) if bias else None
+    tout = F.linear(tx, tw.T, tb)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+    assert_close(dw, tw.grad, "dw")
+    if bias:
+        assert_close(db, tb.grad, "db")
+    else:
+        assert db is None
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 6), (5, 1, 8)])
+def test_layernorm(shape):
+    rng = np.random.default_rng(1)
+    d = shape[-1]
+    x, gamma, beta = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(d), rng.standard_normal(d)
+    out, cache = ops.layernorm_forward(x, gamma, beta, eps=EPS)
+    dout = rng.standard_normal(out.shape)
+    dx, dgamma, dbeta = ops.layernorm_backward(dout, cache)
+
+    tx, tg, tb = to_t(x, grad=True), to_t(gamma, grad=True), to_t(beta, grad=True)
+    tout = F.layer_norm(tx, (d,), tg, tb, eps=EPS)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+    assert_close(dgamma, tg.grad, "dgamma")
+    assert_close(dbeta, tb.grad, "dbeta")
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu(approximate):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 5)) * 3
+    out, cache = ops.gelu_forward(x, approximate=approximate)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.gelu_backward(dout, cache)
+
+    tx = to_t(x, grad=True)
+    tout = F.gelu(tx, approximate="tanh" if approximate else "none")
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_softmax(axis):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 5)) * 4
+    out, cache = ops.softmax_forward(x, axis=axis)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.softmax_backward(dout, cache)
+
+    tx = to_t(x, grad=True)
+    tout = torch.softmax(tx, dim=axis)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("t", [5, 7])
+@pytest.mark.parametrize("b", [1, 2])
+def test_attention(b, t, heads, causal):
+    rng = np.random.default_rng(4)
+    d = 6
+    x = rng.standard_normal((b, t, d))
+    w_qkv, b_qkv = rng.standard_normal((d, 3 * d)) * 0.5, rng.standard_normal(3 * d) * 0.5
+    w_out, b_out = rng.standard_normal((d, d)) * 0.5, rng.standard_normal(d) * 0.5
+    out, cache = ops.attention_forward(x, w_qkv, b_qkv, w_out, b_out, heads, causal=causal)
+    dout = rng.standard_normal(out.shape)
+    grads = ops.attention_backward(dout, cache)
+
+    inputs = [to_t(a, grad=True) for a in (x, w_qkv, b_qkv, w_out, b_out)]
+    tout, tattn = torch_attention(*inputs, heads, causal=causal)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(cache.attn, tattn, "attn")
+    for name, ours, leaf in zip(("dx", "dw_qkv", "db_qkv", "dw_out", "db_out"), grads, inputs):
+        assert_close(ours, leaf.grad, name)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("targets", ["ids", "probs"])
+def test_cross_entropy(targets, label_smoothing):
+    rng = np.random.default_rng(5)
+    b, k = 6, 5
+    logits = rng.standard_normal((b, k)) * 3
+    if targets == "ids":
+        labels = rng.integers(0, k, size=b)
+        tlabels = to_ids(labels)
+    else:
+        labels = rng.dirichlet(np.ones(k), size=b)
+        tlabels = to_t(labels)
+    loss, cache = ops.cross_entropy_forward(logits, labels, label_smoothing=label_smoothing)
+    dlogits = ops.cross_entropy_backward(cache)
+
+    tlogits = to_t(logits, grad=True)
+    tloss = F.cross_entropy(tlogits, tlabels, reduction="mean", label_smoothing=label_smoothing)
+    tloss.backward()
+    assert_close(loss, tloss, "loss")
+    assert_close(dlogits, tlogits.grad, "dlogits")
+
+
+def test_mean_pool():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 5, 4))
+    out, cache = ops.mean_pool_forward(x)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.mean_pool_backward(dout, cache)
+
+    tx = to_t(x, grad=True)
+    tout = tx.mean(dim=1)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+
+
+@pytest.mark.parametrize("ids_shape", [(7,), (3, 5)])
+def test_embedding(ids_shape):
+    rng = np.random.default_rng(7)
+    vocab = 4  # fewer rows than ids, so ids repeat and the scatter-add must accumulate
+    ids, weight = rng.integers(0, vocab, size=ids_shape), rng.standard_normal((vocab, 3))
+    assert len(np.unique(ids)) < ids.size
+    out, cache = ops.embedding_forward(ids, weight)
+    dout = rng.standard_normal(out.shape)
+    dweight = ops.embedding_backward(dout, cache)
+
+    tweight = to_t(weight, grad=True)
+    tout = F.embedding(to_ids(ids), tweight)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dweight, tweight.grad, "dweight")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout(p):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 6, 5))
+    out, mask = ops.dropout_forward(x, p, train=True, rng=np.random.default_rng(9))
+    assert set(np.unique(mask)) <= {0.0, 1.0 / (1.0 - p)}  # inverted dropout: kept values scaled
+    dout = rng.standard_normal(out.shape)
+    dx = ops.dropout_backward(dout, mask)
+
+    tx = to_t(x, grad=True)
+    tout = tx * to_t(mask)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+
+
+@pytest.mark.parametrize("shape, patch", [((2, 8, 8, 3), 4), ((1, 6, 9, 2), 3), ((3, 4, 4, 1), 1), ((2, 4, 4, 3), 4)])
+def test_patchify(shape, patch):
+    rng = np.random.default_rng(10)
+    images = rng.standard_normal(shape)
+    out = ops.patchify(images, patch)
+    dout = rng.standard_normal(out.shape)
+    dimages = ops.patchify_backward(dout, patch, shape[1:3])
+
+    timages = to_t(images, grad=True)
+    tout = torch_patchify(timages, patch)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dimages, timages.grad, "dimages")
+
+
+# -- the whole ViT -----------------------------------------------------------------------------
+
+
+def torch_vit(images, params, config):
+    """The ViT forward (Eq. 1-4 and the head) in torch, from the parameters by state_dict name."""
+
+    def linear(x, name):
+        return x @ params[f"{name}.weight"] + params[f"{name}.bias"]
+
+    def layer_norm(x, name):
+        return F.layer_norm(x, (config.dim,), params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
+
+    x = linear(torch_patchify(images, config.patch_size), "patch_embed")
+    if config.pool == "cls":
+        x = torch.cat([params["cls_token"].expand(x.shape[0], 1, config.dim), x], dim=1)
+    x = x + params["pos_embed"]
+    for i in range(config.depth):
+        blk = f"blocks.{i}"
+        attn, _ = torch_attention(
+            layer_norm(x, f"{blk}.norm1"),
+            params[f"{blk}.attn.qkv.weight"], params[f"{blk}.attn.qkv.bias"],
+            params[f"{blk}.attn.proj.weight"], params[f"{blk}.attn.proj.bias"],
+            config.heads,
+        )
+        x = x + attn
+        x = x + linear(F.gelu(linear(layer_norm(x, f"{blk}.norm2"), f"{blk}.mlp.fc1")), f"{blk}.mlp.fc2")
+    x = layer_norm(x, "norm")
+    pooled = x[:, 0] if config.pool == "cls" else x.mean(dim=1)
+    return linear(pooled, "head")
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_vit(pool):
+    rng = np.random.default_rng(11)
+    model = ViT(image_size=8, patch_size=4, num_classes=5, dim=12, depth=2, heads=3, mlp_dim=20, pool=pool)
+    model.to(dtype=np.float64)
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.3  # LayerNorm weights not all ones, biases not zero
+    images, labels = rng.standard_normal((3, 8, 8, 3)), rng.integers(0, 5, size=3)
+
+    logits = model(images)
+    loss, cache = ops.cross_entropy_forward(logits, labels, label_smoothing=0.1)
+    dimages = model.backward(ops.cross_entropy_backward(cache))
+
+    params = {name: to_t(a, grad=True) for name, a in model.state_dict().items()}
+    timages = to_t(images, grad=True)
+    tlogits = torch_vit(timages, params, model.config)
+    tloss = F.cross_entropy(tlogits, to_ids(labels), label_smoothing=0.1)
+    tloss.backward()
+    assert_close(logits, tlogits, "logits")
+    assert_close(loss, tloss, "loss")
+    assert_close(dimages, timages.grad, "dimages")
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params[name].grad, f"grad of {name}")
+
+
+# -- optimisers --------------------------------------------------------------------------------
+
+
+def run_optimizers(make_ours, make_torch, steps=5):
+    """Step minivit's and torch's optimiser side by side on a decayed weight and an undecayed bias,
+    with the same random gradients (magnitudes from 1e-9 to 1), and compare the parameters after
+    every step."""
+    rng = np.random.default_rng(12)
+    start = [rng.standard_normal((3, 4)), rng.standard_normal(4)]
+    ours = [Parameter(start[0].copy(), decay=True), Parameter(start[1].copy(), decay=False)]
+    theirs = [to_t(a, grad=True) for a in start]
+    opt, topt = make_ours(ours), make_torch(theirs)
+    for step in range(1, steps + 1):
+        for p, t in zip(ours, theirs):
+            g = rng.standard_normal(p.shape) * 10.0 ** rng.uniform(-9, 0, p.shape)  # down to where ε matters
+            p.grad[...] = g
+            t.grad = to_t(g)
+        opt.step()
+        topt.step()
+        for name, p, t in zip(("weight (decay)", "bias (no decay)"), ours, theirs):
+            assert_close(p.data, t, f"step {step}, {name}")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adamw(weight_decay):
+    run_optimizers(
+        lambda ps: AdamW(ps, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay),
+        lambda ts: torch.optim.AdamW(
+            [{"params": ts[:1], "weight_decay": weight_decay}, {"params": ts[1:], "weight_decay": 0.0}],
+            lr=1e-2, betas=(0.9, 0.999), eps=1e-8,
+        ),
+    )
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_sgd(weight_decay):
+    run_optimizers(
+        lambda ps: SGD(ps, lr=0.1, momentum=0.9, weight_decay=weight_decay),
+        lambda ts: torch.optim.SGD(
+            [{"params": ts[:1], "weight_decay": weight_decay}, {"params": ts[1:], "weight_decay": 0.0}],
+            lr=0.1, momentum=0.9,
+        ),
+    )
