@@ -303,6 +303,7 @@ def worker_env(args):
     env = dict(os.environ)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # what `import minivit` sets when it loads NumPy first
     for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
         if args.no_malloc_tuning:
             env.pop(var, None)
@@ -328,7 +329,7 @@ def benchmark(args):
     )
     print(f"train step: preset {args.preset} {cfg}")
     print(f"batch {args.batch_size}, float32, AdamW (lr 1e-3, weight decay 0.05 on weights)")
-    print(f"threads: {args.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch.set_num_threads), both workers")
+    print(f"threads: {args.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch.set_num_threads; OPENBLAS_THREAD_TIMEOUT={worker_env(args)["OPENBLAS_THREAD_TIMEOUT"]}), both workers")
     print(f"malloc: {malloc}, both workers")
     print(f"FLOPs per step (3 × forward matmuls): {flops / 1e9:.1f} GFLOP")
 

@@ -1,5 +1,14 @@
 """minivit: the Vision Transformer in NumPy/CuPy, every forward and backward written by hand."""
 
+import os
+import sys
+
+if "numpy" not in sys.modules:
+    # OpenBLAS's idle threads spin for a while after each matmul, holding the cores that
+    # backend.map_blocks wants for elementwise work; a short spin hands them back sooner.
+    # OpenBLAS reads this once, when NumPy loads.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import backend, gradcheck, nn, ops, optim
 from .models import PRESETS, ViT, ViTConfig, preset
 

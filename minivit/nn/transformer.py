@@ -69,10 +69,17 @@ class Block(Module):
 
     def forward(self, x):
         """x: (B, T, D) -> (B, T, D)"""
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        # The branches return fresh arrays that nothing else holds, so the residual adds in place.
+        z = self.attn(self.norm1(x))
+        z += x
+        out = self.mlp(self.norm2(z))
+        out += z
+        return out
 
     def backward(self, dout):
         # A residual y = x + f(x) passes dout straight through and adds f's backward.
-        dout = dout + self.norm2.backward(self.mlp.backward(dout))
-        return dout + self.norm1.backward(self.attn.backward(dout))
+        dz = self.norm2.backward(self.mlp.backward(dout))
+        dz += dout
+        dx = self.norm1.backward(self.attn.backward(dz))
+        dx += dz
+        return dx

@@ -2,9 +2,9 @@
 
 from typing import NamedTuple
 
-from ..backend import array_module
+from ..backend import array_module, map_blocks
 from .linear import linear_backward, linear_forward
-from .softmax import softmax_backward, softmax_forward
+from .softmax import softmax_rows, softmax_rows_backward
 
 
 class AttentionCache(NamedTuple):
@@ -14,7 +14,6 @@ class AttentionCache(NamedTuple):
     attn: object  # (B, H, T, T) softmax(q kᵀ / √Dh), rows sum to 1
     scale: float
     qkv_cache: tuple
-    softmax_cache: tuple
     out_cache: tuple
 
 
@@ -44,15 +43,21 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)  # (B, T, 3D)
     qkv = qkv.reshape(b, t, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh), a view
     q, k, v = qkv
-    scores = q @ k.swapaxes(-1, -2)  # (B, H, T, T)
-    scores *= scale
-    if causal:
-        scores[..., xp.triu(xp.ones((t, t), dtype=bool), k=1)] = -xp.inf
-    attn, softmax_cache = softmax_forward(scores, axis=-1)  # (B, H, T, T)
-    heads = attn @ v  # (B, H, T, Dh)
-    heads = heads.transpose(0, 2, 1, 3).reshape(b, t, d)  # concatenate heads: (B, T, D)
-    out, out_cache = linear_forward(heads, w_out, b_out)
-    return out, AttentionCache(qkv, attn, scale, qkv_cache, softmax_cache, out_cache)
+    attn = xp.empty((b, num_heads, t, t), dtype=x.dtype)
+    heads = xp.empty((b, t, num_heads, dh), dtype=x.dtype)  # the heads side by side: [SA_1; ...; SA_H]
+    future = xp.triu(xp.ones((t, t), dtype=bool), k=1) if causal else None
+
+    def images(i):  # a block of the batch, in cache from scores to output
+        scores = q[i] @ k[i].swapaxes(-1, -2)  # (b, H, T, T)
+        scores *= scale
+        if causal:
+            scores[..., future] = -xp.inf
+        softmax_rows(scores.reshape(-1, t), attn[i].reshape(-1, t))
+        xp.matmul(attn[i], v[i], out=heads[i].transpose(0, 2, 1, 3))  # (b, H, T, Dh)
+
+    map_blocks(images, b, num_heads * t * t * x.itemsize, xp)
+    out, out_cache = linear_forward(heads.reshape(b, t, d), w_out, b_out)
+    return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache)
 
 
 def attention_backward(dout, cache):
@@ -73,15 +78,18 @@ def attention_backward(dout, cache):
 
     dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
     dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh), a view
-
     dqkv = xp.empty((b, t, 3, h, dh), dtype=dout.dtype)
     dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)  # each (B, H, T, Dh), views into dqkv
-    xp.matmul(cache.attn.swapaxes(-1, -2), dheads, out=dv)
-    dattn = dheads @ v.swapaxes(-1, -2)  # (B, H, T, T)
-    dscores = softmax_backward(dattn, cache.softmax_cache)
-    dscores *= cache.scale
-    xp.matmul(dscores, k, out=dq)
-    xp.matmul(dscores.swapaxes(-1, -2), q, out=dk)
 
+    def images(i):
+        a = cache.attn[i]  # (b, H, T, T)
+        xp.matmul(a.swapaxes(-1, -2), dheads[i], out=dv[i])
+        dscores = dheads[i] @ v[i].swapaxes(-1, -2)  # dA, then dS in place
+        softmax_rows_backward(dscores.reshape(-1, t), a.reshape(-1, t), dscores.reshape(-1, t))
+        dscores *= cache.scale
+        xp.matmul(dscores, k[i], out=dq[i])
+        xp.matmul(dscores.swapaxes(-1, -2), q[i], out=dk[i])
+
+    map_blocks(images, b, h * t * t * dout.itemsize, xp)
     dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(b, t, 3 * h * dh), cache.qkv_cache)
     return dx, dw_qkv, db_qkv, dw_out, db_out

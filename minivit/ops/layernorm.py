@@ -1,5 +1,7 @@
 """Layer normalisation over the last axis (the LN of Eq. 2-4)."""
 
+from ..backend import array_module, map_blocks
+
 
 def layernorm_forward(x, gamma, beta, eps=1e-6):
     """
@@ -10,15 +12,23 @@ def layernorm_forward(x, gamma, beta, eps=1e-6):
     """
     if x.shape[-1] != gamma.shape[0]:
         raise ValueError(f"layernorm: input has {x.shape[-1]} features, gamma has {gamma.shape[0]}")
-    mean = x.mean(axis=-1, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)
-    rstd = 1.0 / (var + eps) ** 0.5  # (..., 1)
-    xhat = xc
-    xhat *= rstd  # reuse xc's buffer: x̂ is all the backward needs
-    out = xhat * gamma
-    out += beta
-    return out, (xhat, rstd, gamma)
+    xp = array_module(x)
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d)  # (M, D) rows
+    xhat, out = xp.empty_like(x2), xp.empty_like(x2)
+    rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+
+    def rows(i):
+        h = xp.subtract(x2[i], x2[i].mean(axis=1, keepdims=True), out=xhat[i])  # x - μ
+        var = xp.einsum("nd,nd->n", h, h)[:, None] / d  # σ², without a squared copy
+        xp.sqrt(var + eps, out=rstd[i])
+        xp.reciprocal(rstd[i], out=rstd[i])
+        h *= rstd[i]  # x̂
+        xp.multiply(h, gamma, out=out[i])
+        out[i] += beta
+
+    map_blocks(rows, x2.shape[0], d * x.itemsize, xp)
+    return out.reshape(x.shape), (xhat, rstd, gamma)
 
 
 def layernorm_backward(dout, cache):
@@ -32,11 +42,19 @@ def layernorm_backward(dout, cache):
     and, summing over all rows,  dγ = Σ dout ⊙ x̂,  dβ = Σ dout.
     """
     xhat, rstd, gamma = cache
+    xp = array_module(dout)
     d = gamma.shape[0]
-    g = dout * gamma
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
-    dx *= rstd
-    dgamma = (dout * xhat).reshape(-1, d).sum(axis=0)
-    dbeta = dout.reshape(-1, d).sum(axis=0)
-    return dx, dgamma, dbeta
+    dout2 = dout.reshape(-1, d)
+    dx = xp.empty_like(xhat)
+
+    def rows(i):
+        g = xp.multiply(dout2[i], gamma, out=dx[i])
+        mean_gx = xp.einsum("nd,nd->n", g, xhat[i])[:, None] / d  # ⟨g ⊙ x̂⟩
+        g -= g.mean(axis=1, keepdims=True)
+        g -= xhat[i] * mean_gx
+        g *= rstd[i]
+
+    map_blocks(rows, xhat.shape[0], d * xhat.itemsize, xp)
+    dgamma = xp.einsum("nd,nd->d", dout2, xhat)
+    dbeta = dout2.sum(axis=0)
+    return dx.reshape(dout.shape), dgamma, dbeta
