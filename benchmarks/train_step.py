@@ -329,7 +329,7 @@ def benchmark(args):
     )
     print(f"train step: preset {args.preset} {cfg}")
     print(f"batch {args.batch_size}, float32, AdamW (lr 1e-3, weight decay 0.05 on weights)")
-    print(f"threads: {args.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch.set_num_threads; OPENBLAS_THREAD_TIMEOUT={worker_env(args)["OPENBLAS_THREAD_TIMEOUT"]}), both workers")
+    print(f"threads: {args.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch.set_num_threads; OPENBLAS_THREAD_TIMEOUT={worker_env(args)['OPENBLAS_THREAD_TIMEOUT']}), both workers")
     print(f"malloc: {malloc}, both workers")
     print(f"FLOPs per step (3 × forward matmuls): {flops / 1e9:.1f} GFLOP")
 

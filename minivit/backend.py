@@ -147,7 +147,8 @@ _ERF_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # 
 # -- row blocks on every core --------------------------------------------------------------------
 
 _BLOCK_BYTES = 1 << 19  # a block's rows should stay in cache across an op's passes
-_threads = int(os.environ.get("MINIVIT_THREADS", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_threads = int(os.environ.get("MINIVIT_THREADS", _cores))
 _pool = None
 
 

@@ -84,3 +84,46 @@ def test_numpy_input_to_cupy_model_is_a_clear_error():
     model = ViT(**SMALL).to("cupy")
     with pytest.raises(ValueError, match="has its parameters on cupy but got a numpy input"):
         model(np.zeros((1, 8, 8, 3), dtype=np.float32))
+
+
+def test_float32_erf_is_accurate_to_float32():
+    import scipy.special
+
+    x = np.linspace(-8, 8, 200001)
+    fast = backend.erf(x.astype(np.float32))
+    assert fast.dtype == np.float32
+    assert np.abs(fast - scipy.special.erf(x)).max() < 1e-6
+    assert backend.erf(x).dtype == np.float64 and np.array_equal(backend.erf(x), scipy.special.erf(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, threads):
+    """Cut into many small blocks on several threads, every blocked op computes exactly what it
+    computes in one piece: kernels write only their own rows, and every row is covered."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 7, 12)).astype(np.float32)
+    d = rng.standard_normal((5, 7, 12)).astype(np.float32)
+    w = [rng.standard_normal(s).astype(np.float32) for s in ((12, 36), (36,), (12, 12), (12,))]
+
+    def run_all():
+        outs = []
+        for fwd, bwd, args in (
+            (ops.gelu_forward, ops.gelu_backward, (x,)),
+            (lambda a: ops.gelu_forward(a, approximate=True), ops.gelu_backward, (x,)),
+            (ops.layernorm_forward, ops.layernorm_backward, (x, w[1][:12], w[3])),
+            (ops.softmax_forward, ops.softmax_backward, (x,)),
+            (lambda a: ops.softmax_forward(a, axis=1), ops.softmax_backward, (x,)),
+            (lambda a: ops.attention_forward(a, *w, num_heads=3, causal=True), ops.attention_backward, (x,)),
+        ):
+            out, cache = fwd(*args)
+            grads = bwd(d, cache)
+            outs += [out, *(grads if isinstance(grads, tuple) else (grads,))]
+        return outs
+
+    whole = run_all()
+    monkeypatch.setattr(backend, "_BLOCK_BYTES", 40)  # blocks of one to three rows
+    monkeypatch.setattr(backend, "_threads", threads)
+    monkeypatch.setattr(backend, "_pool", None)
+    blocked = run_all()
+    for a, b in zip(whole, blocked):
+        np.testing.assert_array_equal(a, b)

@@ -52,7 +52,8 @@ class MLP(Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
     def backward(self, dout):
-        return self.fc1.backward(self.act.backward(self.drop1.backward(self.fc2.backward(self.drop2.backward(dout)))))
+        dout = self.fc2.backward(self.drop2.backward(dout))
+        return self.fc1.backward(self.act.backward(self.drop1.backward(dout)))
 
 
 class Block(Module):
