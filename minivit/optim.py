@@ -59,7 +59,7 @@ class Optimizer:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or extra:
             raise ValueError(f"optimizer state does not match: missing {missing}, unexpected {extra}")
-        for name, arrays in self.buffers.items():
+        for name in self.buffer_names:
             for i, p in enumerate(self.params):
                 if tuple(state[f"{name}.{i}"].shape) != p.data.shape:
                     raise ValueError(

@@ -45,13 +45,14 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
     q, k, v = qkv
     attn = xp.empty((b, num_heads, t, t), dtype=x.dtype)
     heads = xp.empty((b, t, num_heads, dh), dtype=x.dtype)  # the heads side by side: [SA_1; ...; SA_H]
-    future = xp.triu(xp.ones((t, t), dtype=bool), k=1) if causal else None
+    if causal:  # -inf on the future (j > i), 0 elsewhere: softmax then gives those weights 0
+        future = xp.triu(xp.full((t, t), -xp.inf, dtype=x.dtype), k=1)
 
     def images(i):  # a block of the batch, in cache from scores to output
         scores = q[i] @ k[i].swapaxes(-1, -2)  # (b, H, T, T)
         scores *= scale
         if causal:
-            scores[..., future] = -xp.inf
+            scores += future
         softmax_rows(scores.reshape(-1, t), attn[i].reshape(-1, t))
         xp.matmul(attn[i], v[i], out=heads[i].transpose(0, 2, 1, 3))  # (b, H, T, Dh)
 
