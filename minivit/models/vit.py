@@ -120,12 +120,11 @@ class ViT(Module):
         x = self.dropout(x)
         for block in self.blocks:
             x = block(x)  # Eq. 2-3
-        x = self.norm(x)  # LN is per token, so LN(z_L)^0 = LN(z_L^0) of Eq. 4
         if self.config.pool == "cls":
             self._tokens_shape = x.shape
-            pooled = x[:, 0]  # (B, D)
+            pooled = self.norm(x[:, 0])  # y = LN(z_L^0), Eq. 4: only the class token is normalised
         else:
-            pooled, self._pool_cache = ops.mean_pool_forward(x)
+            pooled, self._pool_cache = ops.mean_pool_forward(self.norm(x))  # (B, D)
         return self.head(pooled)  # (B, K)
 
     def backward(self, dlogits):
@@ -134,10 +133,9 @@ class ViT(Module):
         dpooled = self.head.backward(dlogits)  # (B, D)
         if self.config.pool == "cls":
             dx = xp.zeros(self._tokens_shape, dtype=dpooled.dtype)
-            dx[:, 0] = dpooled
+            dx[:, 0] = self.norm.backward(dpooled)
         else:
-            dx = ops.mean_pool_backward(dpooled, self._pool_cache)
-        dx = self.norm.backward(dx)
+            dx = self.norm.backward(ops.mean_pool_backward(dpooled, self._pool_cache))
         for block in reversed(self.blocks):
             dx = block.backward(dx)
         dx = self.dropout.backward(dx)  # (B, T, D)

@@ -16,6 +16,6 @@ def mean_pool_backward(dout, cache):
 
     out = (1/T) Σ_t x_t, so every token receives dout / T.
     """
-    b, t, d = cache
+    t = cache[1]
     dx = dout[:, None, :] / t
     return dx.repeat(t, axis=1)
