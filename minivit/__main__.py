@@ -59,11 +59,25 @@ def _field_type(f):
     return f.type
 
 
+def _recipes_help():
+    default = TrainConfig()
+    lines = ["recipes (fields that differ from the defaults below):"]
+    for name, recipe in RECIPES.items():
+        changed = [f"{f.name}={getattr(recipe, f.name)}" for f in fields(TrainConfig)
+                   if getattr(recipe, f.name) != getattr(default, f.name)]  # fmt: skip
+        lines.append(f"  {name:<6} {' '.join(changed)}")
+    shown = [f"{f.name}={getattr(default, f.name)}" for f in fields(TrainConfig) if getattr(default, f.name) is not None]
+    lines.append("defaults: " + " ".join(shown))
+    return "\n".join(lines)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m minivit", description="Train and use ViTs written in NumPy/CuPy.")
+    parser = argparse.ArgumentParser(prog="python -m minivit", description="Train and use ViTs written in NumPy/CuPy.",
+                                     allow_abbrev=False)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a ViT on CIFAR", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = commands.add_parser("train", help="train a ViT on CIFAR", allow_abbrev=False, epilog=_recipes_help(),
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
                             description="Train a ViT on CIFAR-10/100. A recipe sets every field; flags override it.")  # fmt: skip
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="named settings: quick (~10 min on 2 CPU cores), cpu (2 hours on 2 cores), gpu (CuPy); "
@@ -79,12 +93,12 @@ def build_parser():
         else:
             p.add_argument(flag, type=_field_type(f), default=None, help=HELP.get(f.name, f"override the preset's {f.name}"))
 
-    p = commands.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint")
+    p = commands.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint", allow_abbrev=False)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     _add_data_flags(p)
 
-    p = commands.add_parser("predict", help="top-5 classes for an image file")
+    p = commands.add_parser("predict", help="top-5 classes for an image file", allow_abbrev=False)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("image", type=Path, help="a PNG or JPEG; resized to the model's input size")
     return parser

@@ -102,10 +102,12 @@ RECIPES = {
     # A first look: ~10 minutes on 2 CPU cores.
     "quick": TrainConfig(model="mini", epochs=2, warmup_epochs=0.3, lr=2e-3),
     # The CPU recipe: within 2 hours on 2 cores. Short schedules learn fastest without mixup.
-    "cpu": TrainConfig(model="mini", epochs=20, lr=2e-3, warmup_epochs=1.0),
+    "cpu": TrainConfig(model="mini", epochs=15, lr=2e-3, warmup_epochs=1.0),
     # The GPU recipe (CuPy): ViT-Tiny width, 200 epochs, with the regularisers small-data ViTs need.
-    "gpu": TrainConfig(model="tiny", backend="cupy", epochs=200, batch_size=256, lr=1e-3, warmup_epochs=10,
-                       mixup=0.8, cutmix=1.0, mix_prob=0.5),  # fmt: skip
+    "gpu": TrainConfig(
+        model="tiny", backend="cupy", epochs=200, batch_size=256, lr=1e-3, warmup_epochs=10, mixup=0.8, cutmix=1.0,
+        mix_prob=0.5,
+    ),
 }
 
 
@@ -205,9 +207,9 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
         raise ValueError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    aug = dict(num_classes=spec.num_classes, mean=spec.mean, std=spec.std, crop_padding=config.crop_padding,
-               flip=config.flip, mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, mix_prob=config.mix_prob,
-               dtype=config.dtype)  # fmt: skip
+    aug = {"num_classes": spec.num_classes, "mean": spec.mean, "std": spec.std, "crop_padding": config.crop_padding,
+           "flip": config.flip, "mixup_alpha": config.mixup, "cutmix_alpha": config.cutmix,
+           "mix_prob": config.mix_prob, "dtype": config.dtype}  # fmt: skip
     meta = {"train": asdict(config), "model": asdict(model.config), "classes": list(data.classes),
             "mean": list(spec.mean), "std": list(spec.std)}  # fmt: skip
 
@@ -238,10 +240,12 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                 loss = float(loss)
                 if not math.isfinite(loss):
                     bar.close()
+                    saved = run_dir / "checkpoint.npz"
+                    kept = (f"{saved} keeps the last good state ({epoch} epochs and {start} steps done)"
+                            if saved.exists() else "no checkpoint had been written yet")  # fmt: skip
                     raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                        f"{run_dir / 'checkpoint.npz'} still holds the last good state "
-                        f"(epoch {epoch + 1}, step {start + 1} at the latest). Try a lower learning rate."
+                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. {kept}. "
+                        "Try a lower learning rate or more warmup."
                     )
                 model.zero_grad()
                 model.backward(ops.cross_entropy_backward(cache))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,18 @@ def rand(xp):
 
     return make
 
+
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-python.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory):
+    """A data folder holding the cache of the real CIFAR-10 (from ../shared/data), built once per session."""
+    if not SHARED_CIFAR10.exists():
+        pytest.skip(f"the real CIFAR-10 is not at {SHARED_CIFAR10}")
+    from minivit.data import load_cifar
+
+    folder = tmp_path_factory.mktemp("data")
+    load_cifar("cifar10", data_dir=folder, source=SHARED_CIFAR10)
+    return folder

@@ -1,7 +1,17 @@
 """Datasets (CIFAR-10/100: download, verify, cache) and augmentation on the backend's arrays."""
 
 from .augment import augment, cutmix, epoch_batches, mixup, normalize, one_hot, random_crop, random_flip
-from .cifar import CIFAR10, CIFAR100, DATASETS, CifarSpec, DataError, Dataset, default_data_dir, load_cifar, read_archive
+from .cifar import (
+    CIFAR10,
+    CIFAR100,
+    DATASETS,
+    CifarSpec,
+    DataError,
+    Dataset,
+    default_data_dir,
+    load_cifar,
+    read_archive,
+)
 
 __all__ = [
     "CIFAR10", "CIFAR100", "DATASETS", "CifarSpec", "DataError", "Dataset", "augment", "cutmix", "default_data_dir",

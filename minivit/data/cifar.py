@@ -13,12 +13,14 @@ renamed into place, so an interrupted run never leaves a half file that a later 
 """
 
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
 import tempfile
 import urllib.request
 import warnings
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +132,8 @@ def load_cifar(dataset="cifar10", data_dir=None, source=None, download=True):
     """
     spec = get_spec(dataset)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    if source is not None and not Path(source).exists():
+        raise DataError(f"{source} does not exist (expected a {spec.filename} archive or its unpacked folder)")
     cache = data_dir / f"{spec.name}.npz"
     if cache.exists():
         data = _read_cache(cache, spec)
@@ -176,7 +180,8 @@ def download_file(url, path, md5):
                             out.write(block)
                             digest.update(block)
                             bar.update(len(block))
-            except OSError as e:  # URLError, HTTPError, timeouts and resets are all OSErrors
+            # URLError, HTTPError, timeouts and resets are OSErrors; a cut chunked transfer is an IncompleteRead
+            except (OSError, http.client.HTTPException) as e:
                 raise DataError(
                     f"could not download {url}: {e}. Check the connection and run again (it starts over), "
                     "or point the loader at a local copy of the archive"
@@ -240,9 +245,10 @@ def _parse(read_member, spec, source):
     """Unpickle the batches into NHWC arrays, checking every shape, dtype and label on the way."""
 
     def load(name):
+        payload = read_member(name)  # outside the try: a truncated archive is reported as such, not as a bad pickle
         try:
-            batch = pickle.loads(read_member(name), encoding="bytes")
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+            batch = pickle.loads(payload, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
             raise DataError(f"{source}: member {name!r} is not a readable pickle ({e})") from e
         if not isinstance(batch, dict):
             raise DataError(f"{source}: member {name!r} holds a {type(batch).__name__}, expected a dict")
@@ -310,7 +316,7 @@ def _read_cache(path, spec):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in keys}
-    except (OSError, ValueError, KeyError, zlib.error, EOFError) as e:
+    except (OSError, ValueError, KeyError, zlib.error, EOFError, zipfile.BadZipFile) as e:
         warnings.warn(f"ignoring unreadable cache {path} ({e}); rebuilding it", stacklevel=3)
         return None
     ok = (

@@ -1,0 +1,172 @@
+"""Training on a subset of the real CIFAR-10: learning, the run folder, exact resume, the NaN guard, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import minivit
+from minivit.train import TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
+
+# A one-block ViT on 2,048 images: a few seconds per run.
+SMALL = TrainConfig(model="mini", dim=32, depth=1, heads=2, mlp_dim=64, epochs=3, batch_size=64, lr=2e-3,
+                    warmup_epochs=0.5, train_subset=2048, test_subset=500)  # fmt: skip
+
+
+def cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "minivit", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
+
+
+def small_flags(config=SMALL):
+    return ["--dim", config.dim, "--depth", config.depth, "--heads", config.heads, "--mlp-dim", config.mlp_dim,
+            "--epochs", config.epochs, "--batch-size", config.batch_size, "--lr", config.lr,
+            "--warmup-epochs", config.warmup_epochs, "--train-subset", config.train_subset,
+            "--test-subset", config.test_subset, "--recipe", "cpu", "--no-progress"]  # fmt: skip
+
+
+def checkpoint_params(run_dir):
+    model, meta, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    return model.state_dict(), meta
+
+
+def assert_bit_identical(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(cifar_dir, tmp_path_factory):
+    """An uninterrupted run of SMALL: (run folder, its history)."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    return run_dir, train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+
+
+def test_short_run_learns(reference):
+    _, history = reference
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.2, f"test accuracy {history[-1]['test_accuracy']:.3f} (chance is 0.1)"
+
+
+def test_run_folder(reference, cifar_dir):
+    run_dir, history = reference
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["dim"] == SMALL.dim and config["model"]["dim"] == SMALL.dim
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lines == history
+    assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "images_per_s"} <= lines[0].keys()
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(run_dir) if p.startswith(".tmp")], "temporary files left behind"
+
+    model, meta, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    assert meta["state"]["epoch"] == SMALL.epochs and meta["classes"][0] == "airplane"
+    data = minivit.data.load_cifar(data_dir=cifar_dir)
+    result = evaluate(model, data.test_images[:500], data.test_labels[:500], meta["mean"], meta["std"])
+    assert result["accuracy"] == history[-1]["test_accuracy"]
+
+
+def test_same_seed_same_run_other_seed_differs(cifar_dir, tmp_path):
+    short = replace(SMALL, epochs=1)
+    train(short, tmp_path / "a", data_dir=cifar_dir, progress=False)
+    train(short, tmp_path / "b", data_dir=cifar_dir, progress=False)
+    train(replace(short, seed=1), tmp_path / "c", data_dir=cifar_dir, progress=False)
+    a, _ = checkpoint_params(tmp_path / "a")
+    assert_bit_identical(a, checkpoint_params(tmp_path / "b")[0])
+    assert not np.array_equal(a["head.weight"], checkpoint_params(tmp_path / "c")[0]["head.weight"])
+
+
+def test_resume_after_kill_is_bit_identical(reference, cifar_dir, tmp_path):
+    """kill -9 between (or during) epochs, resume: the same parameters, to the last bit, as never stopping."""
+    run_dir = tmp_path / "killed"
+    proc = cli("train", *small_flags(), "--run-dir", run_dir, "--data-dir", cifar_dir)
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, meta = checkpoint_params(run_dir)
+    assert 1 <= meta["state"]["epoch"] < SMALL.epochs, "the kill should land before the run ends"
+
+    resumed = cli("train", "--resume", run_dir, "--data-dir", cifar_dir, "--no-progress")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resuming" in out
+    assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
+    history = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+    assert [m["test_accuracy"] for m in history] == [m["test_accuracy"] for m in reference[1]]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(reference, cifar_dir, tmp_path):
+    run_dir = tmp_path / "interrupted"
+    proc = cli("train", *small_flags(), "--run-dir", run_dir, "--data-dir", cifar_dir)
+    while not (run_dir / "checkpoint.npz").exists():
+        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert f"--resume {run_dir}" in err
+    _, meta = checkpoint_params(run_dir)
+    position = (meta["state"]["epoch"], meta["state"]["step"])
+    assert position < (SMALL.epochs, 0), f"stopped at {position}, expected before the end"
+
+    resume(run_dir, data_dir=cifar_dir, progress=False)
+    assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "nan"
+    real = minivit.ops.cross_entropy_forward
+
+    def poisoned(logits, labels, label_smoothing=0.0):
+        loss, cache = real(logits, labels, label_smoothing)
+        if (run_dir / "checkpoint.npz").exists():  # from the first step after epoch 1's checkpoint
+            loss = loss * np.nan
+        return loss, cache
+
+    monkeypatch.setattr(minivit.ops, "cross_entropy_forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"nan at epoch 2, step 1.*last good state"):
+        train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+    params, meta = checkpoint_params(run_dir)
+    assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 0)
+    assert all(np.isfinite(p).all() for p in params.values())
+    assert (run_dir / "metrics.jsonl").read_text().count("\n") == 1
+
+
+def test_train_refuses_to_overwrite_a_run(reference, cifar_dir):
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(SMALL, reference[0], data_dir=cifar_dir, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"lr": -1.0}, "lr must be >= 0"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"dtype": "float16"}, "dtype must be"),
+        ({"backend": "jax"}, "backend must be"),
+        ({"dim": 30, "heads": 4}, "dim 30 is not divisible by heads 4"),
+        ({"model": "huge"}, "unknown preset 'huge'"),
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+    ],
+)
+def test_bad_config_is_a_clear_error(change, message):
+    with pytest.raises((ValueError, minivit.data.DataError), match=message):
+        replace(SMALL, **change).check()
+
+
+def test_batch_larger_than_subset_is_a_clear_error(cifar_dir, tmp_path):
+    config = replace(SMALL, train_subset=10)
+    with pytest.raises(ValueError, match="batch_size 64 is larger than the 10 training images"):
+        train(config, tmp_path / "run", data_dir=cifar_dir, progress=False)
