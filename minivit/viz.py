@@ -1,7 +1,35 @@
-"""Plots for runs and notebooks. Each function returns a matplotlib Figure (no global pyplot state),
-so it works the same in a notebook cell and in a headless training run."""
+"""Plots for runs and notebooks, and the measurements behind Figure 7 of the paper.
 
+Every plot function returns a matplotlib Figure (no global pyplot state), so it works the same as
+the last line of a notebook cell and in a headless training run (`fig.savefig(...)`). Arrays may
+live on either backend; they are brought to NumPy here.
+"""
+
+import numpy as np
 from matplotlib.figure import Figure
+
+from .backend import to_numpy
+
+
+def _grid(count, ncols, size=1.6, **kw):
+    """A Figure with `count` image axes in rows of `ncols`, axis frames off."""
+    ncols = min(ncols, count)
+    nrows = -(-count // ncols)
+    fig = Figure(figsize=(size * ncols, size * nrows + 0.4), layout="constrained", **kw)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    return fig, axes[:count]
+
+
+def _unit(x):
+    """Rescale to [0, 1] for display."""
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+
+# -- learning -------------------------------------------------------------------------------------
 
 
 def plot_curves(history):
@@ -9,7 +37,7 @@ def plot_curves(history):
     loss and accuracy against epoch, train and test."""
     epochs = [m["epoch"] for m in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy")):
+    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy"), strict=True):
         ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label="train (augmented)")
         ax.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
         ax.set_xlabel("epoch")
@@ -20,4 +48,206 @@ def plot_curves(history):
     if history:
         best = max(m["test_accuracy"] for m in history)
         fig.suptitle(f"{len(history)} epochs, best test accuracy {best:.1%}")
+    return fig
+
+
+def show_images(images, titles=None, ncols=8, size=1.6, suptitle=None):
+    """A grid of images (B, H, W, C), uint8 or float in [0, 1] (other floats are rescaled per image)."""
+    images = to_numpy(images)
+    fig, axes = _grid(len(images), ncols, size)
+    for i, (ax, im) in enumerate(zip(axes, images, strict=True)):
+        if im.dtype != np.uint8 and (im.min() < 0 or im.max() > 1):
+            im = _unit(im)
+        ax.imshow(im, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_confusion(labels, predictions, classes):
+    """Confusion matrix: row = true class, column = predicted, each row as a share of that class."""
+    k = len(classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")  # fmt: skip
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_title(f"Confusion matrix (accuracy {np.trace(counts) / counts.sum():.1%})")
+    return fig
+
+
+# -- patches (Sec. 3.1) ---------------------------------------------------------------------------
+
+
+def show_patch_grid(image, patch_size, numbers=True):
+    """One image (H, W, C) with the patch grid drawn and each patch's raster index."""
+    image = to_numpy(image)
+    h, w = image.shape[:2]
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(image, interpolation="nearest")
+    for edge in range(0, h + 1, patch_size):
+        ax.axhline(edge - 0.5, color="white", lw=1)
+    for edge in range(0, w + 1, patch_size):
+        ax.axvline(edge - 0.5, color="white", lw=1)
+    if numbers and (h // patch_size) * (w // patch_size) <= 64:
+        for n, (r, c) in enumerate(np.ndindex(h // patch_size, w // patch_size)):
+            ax.text(c * patch_size + patch_size / 2 - 0.5, r * patch_size + patch_size / 2 - 0.5, str(n),
+                    ha="center", va="center", fontsize=8, color="yellow")  # fmt: skip
+    ax.set_title(f"{h}×{w} image, {patch_size}×{patch_size} patches: N = {(h // patch_size) * (w // patch_size)}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def show_patches(patches, patch_size, channels=3):
+    """The rows of a (N, P²C) patch matrix as P×P×C tiles, in raster order, numbered."""
+    patches = to_numpy(patches)
+    tiles = patches.reshape(len(patches), patch_size, patch_size, channels)
+    grid = int(round(np.sqrt(len(patches))))
+    return show_images(tiles, titles=[str(i) for i in range(len(tiles))], ncols=grid, size=0.7,
+                       suptitle=f"{len(tiles)} patches of {patch_size}×{patch_size}×{channels}")  # fmt: skip
+
+
+def show_patch_matrix(patches):
+    """The (N, P²C) patch matrix as an image: one row per patch."""
+    patches = to_numpy(patches)
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(patches, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel(f"P²C = {patches.shape[1]} values per patch (row-in-patch, column-in-patch, channel)")
+    ax.set_ylabel(f"patch n (N = {patches.shape[0]})")
+    ax.set_title(f"x_p: the {patches.shape[0]}×{patches.shape[1]} patch matrix")
+    fig.colorbar(image, ax=ax)
+    return fig
+
+
+# -- what a trained ViT learned (Figure 7) --------------------------------------------------------
+
+
+def embedding_filters(weight, patch_size, channels=3, count=28):
+    """The top principal components of the patch-embedding filters E (P²C, D), as (count, P, P, C).
+
+    Each of the D columns of E is a filter over a P×P×C patch; the principal directions of those D
+    filters are the patterns the embedding is most sensitive to (Figure 7, left).
+    """
+    filters = to_numpy(weight).T  # (D, P²C)
+    filters = filters - filters.mean(axis=0)
+    _, _, vt = np.linalg.svd(filters, full_matrices=False)  # rows of vt: principal directions
+    return vt[:count].reshape(-1, patch_size, patch_size, channels)
+
+
+def plot_embedding_filters(weight, patch_size, channels=3, count=28):
+    pcs = embedding_filters(weight, patch_size, channels, count)
+    return show_images([_unit(p) for p in pcs], ncols=7, size=1.0,
+                       suptitle="RGB embedding filters (first principal components)")  # fmt: skip
+
+
+def position_similarity(pos_embed, grid):
+    """Cosine similarity between the position embeddings of patches: (grid, grid, grid, grid), where
+    [r, c] is the map of patch (r, c)'s similarity to every patch. A class token's row is dropped."""
+    pos = to_numpy(pos_embed).reshape(-1, to_numpy(pos_embed).shape[-1])[-grid * grid :]  # (N, D)
+    unit = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    return (unit @ unit.T).reshape(grid, grid, grid, grid)
+
+
+def plot_position_similarity(pos_embed, grid):
+    """One small map per patch position, as in Figure 7 (centre)."""
+    sim = position_similarity(pos_embed, grid)
+    fig = Figure(figsize=(7, 6.5), layout="constrained")
+    axes = fig.subplots(grid, grid, squeeze=False)
+    for r, c in np.ndindex(grid, grid):
+        image = axes[r, c].imshow(sim[r, c], vmin=-1, vmax=1, cmap="viridis")
+        axes[r, c].set_xticks([])
+        axes[r, c].set_yticks([])
+        if c == 0:
+            axes[r, c].set_ylabel(str(r + 1), fontsize=8)
+        if r == grid - 1:
+            axes[r, c].set_xlabel(str(c + 1), fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="cosine similarity")
+    fig.suptitle("Position embedding similarity (input patch row / column)")
+    return fig
+
+
+def mean_attention_distance(attn, grid, patch_size):
+    """Mean attention distance per head, in pixels (Figure 7, right).
+
+    attn: (B, H, T, T) attention weights of one block; T = N, or N + 1 with a class token first.
+    For each patch query, the distance to every patch key weighted by the attention it pays to it
+    (renormalised over the patch keys), averaged over queries and images. returns (H,)
+    """
+    attn = to_numpy(attn)
+    n = grid * grid
+    a = attn[:, :, -n:, -n:]  # patch queries to patch keys, (B, H, N, N)
+    a = a / a.sum(axis=-1, keepdims=True)
+    rows, cols = np.divmod(np.arange(n), grid)
+    distance = np.hypot(rows[:, None] - rows, cols[:, None] - cols) * patch_size  # (N, N) pixels
+    return (a * distance).sum(axis=-1).mean(axis=(0, 2))
+
+
+def plot_attention_distance(attention_maps, grid, patch_size):
+    """Mean attention distance of every head against network depth; attention_maps: one per block."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for depth, attn in enumerate(attention_maps, start=1):
+        d = mean_attention_distance(attn, grid, patch_size)
+        ax.scatter(np.full(len(d), depth), d, s=25, alpha=0.8)
+    ax.set_xlabel("network depth (block)")
+    ax.set_ylabel("mean attention distance (pixels)")
+    ax.set_ylim(0, patch_size * grid)
+    ax.set_xticks(range(1, len(attention_maps) + 1))
+    ax.set_title("Mean attention distance per head")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def attention_rollout(attention_maps, has_cls=True):
+    """Attention rollout (Abnar & Zuidema 2020): how much each patch feeds the output.
+
+    Per block, average the heads and add the residual path: Â = (A + I) / 2, rows renormalised;
+    multiply through the blocks. The output reads the class token's row (or, with mean pooling,
+    the average row) over the patch tokens. attention_maps: list of (B, H, T, T). returns (B, N)
+    """
+    maps = [to_numpy(a).mean(axis=1) for a in attention_maps]  # (B, T, T) each
+    t = maps[0].shape[-1]
+    rollout = np.eye(t)
+    for a in maps:
+        a = 0.5 * a + 0.5 * np.eye(t)
+        a /= a.sum(axis=-1, keepdims=True)
+        rollout = a @ rollout  # (B, T, T)
+    if has_cls:
+        return rollout[:, 0, 1:]
+    return rollout.mean(axis=1)
+
+
+def plot_attention(images, maps, titles=None):
+    """Images (B, H, W, C) above their attention maps (B, N) upsampled to the image and overlaid."""
+    images = to_numpy(images)
+    maps = np.asarray(maps)
+    grid = int(round(np.sqrt(maps.shape[1])))
+    scale = images.shape[1] // grid
+    fig = Figure(figsize=(1.8 * len(images), 3.9), layout="constrained")
+    axes = fig.subplots(2, len(images), squeeze=False)
+    for i, image in enumerate(images):
+        heat = np.kron(_unit(maps[i].reshape(grid, grid)), np.ones((scale, scale)))
+        axes[0, i].imshow(image)
+        axes[1, i].imshow(image)
+        axes[1, i].imshow(heat, cmap="inferno", alpha=0.6)
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=9)
+        for ax in axes[:, i]:
+            ax.set_axis_off()
     return fig

@@ -36,16 +36,25 @@ def rand(xp):
 
 
 
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-python.tar.gz"
+REPO = Path(__file__).resolve().parents[1]
+# ../shared/data beside the repository, or shared/ inside a checkout that carries one
+SHARED_CIFAR10 = [REPO.parent / "shared" / "data" / "cifar-10-python.tar.gz",
+                  REPO / "shared" / "data" / "cifar-10-python.tar.gz"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
-def cifar_dir(tmp_path_factory):
-    """A data folder holding the cache of the real CIFAR-10 (from ../shared/data), built once per session."""
-    if not SHARED_CIFAR10.exists():
-        pytest.skip(f"the real CIFAR-10 is not at {SHARED_CIFAR10}")
+def real_cifar10(tmp_path_factory):
+    """(data folder holding its cache, Dataset): the real CIFAR-10 read from shared/data once per session."""
     from minivit.data import load_cifar
 
+    path = next((p for p in SHARED_CIFAR10 if p.is_file()), None)
+    if path is None:
+        pytest.skip(f"the real CIFAR-10 archive is not here (looked for {', '.join(map(str, SHARED_CIFAR10))})")
     folder = tmp_path_factory.mktemp("data")
-    load_cifar("cifar10", data_dir=folder, source=SHARED_CIFAR10)
-    return folder
+    return folder, load_cifar("cifar10", data_dir=folder, source=path)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(real_cifar10):
+    """A data folder holding the cache of the real CIFAR-10."""
+    return real_cifar10[0]
