@@ -168,6 +168,9 @@ def main(argv=None):
     except Interrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # before training started (or a second Ctrl-C): nothing to save
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except (DataError, ValueError, FileNotFoundError, TrainingDiverged, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
