@@ -6,7 +6,9 @@ live on either backend; they are brought to NumPy here.
 """
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from .backend import to_numpy
 
@@ -106,7 +108,8 @@ def show_patch_grid(image, patch_size, numbers=True):
     if numbers and (h // patch_size) * (w // patch_size) <= 64:
         for n, (r, c) in enumerate(np.ndindex(h // patch_size, w // patch_size)):
             ax.text(c * patch_size + patch_size / 2 - 0.5, r * patch_size + patch_size / 2 - 0.5, str(n),
-                    ha="center", va="center", fontsize=8, color="yellow")  # fmt: skip
+                    ha="center", va="center", fontsize=8, color="yellow",
+                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])  # fmt: skip
     ax.set_title(f"{h}×{w} image, {patch_size}×{patch_size} patches: N = {(h // patch_size) * (w // patch_size)}")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -117,7 +120,7 @@ def show_patches(patches, patch_size, channels=3):
     """The rows of a (N, P²C) patch matrix as P×P×C tiles, in raster order, numbered."""
     patches = to_numpy(patches)
     tiles = patches.reshape(len(patches), patch_size, patch_size, channels)
-    grid = int(round(np.sqrt(len(patches))))
+    grid = round(np.sqrt(len(patches)))
     return show_images(tiles, titles=[str(i) for i in range(len(tiles))], ncols=grid, size=0.7,
                        suptitle=f"{len(tiles)} patches of {patch_size}×{patch_size}×{channels}")  # fmt: skip
 
@@ -132,6 +135,44 @@ def show_patch_matrix(patches):
     ax.set_ylabel(f"patch n (N = {patches.shape[0]})")
     ax.set_title(f"x_p: the {patches.shape[0]}×{patches.shape[1]} patch matrix")
     fig.colorbar(image, ax=ax)
+    return fig
+
+
+def show_patch_grids(image, patch_sizes, size=2.6):
+    """The same image (H, W, C) cut with each patch size P, side by side: the grid, N and T = N + 1."""
+    image = to_numpy(image)
+    h, w = image.shape[:2]
+    fig = Figure(figsize=(size * len(patch_sizes), size + 0.5), layout="constrained")
+    for ax, p in zip(np.atleast_1d(fig.subplots(1, len(patch_sizes))), patch_sizes, strict=True):
+        ax.imshow(image, interpolation="nearest")
+        lw = 0.5 if p <= 2 else 0.8
+        for edge in range(0, h + 1, p):
+            ax.axhline(edge - 0.5, color="white", lw=lw)
+        for edge in range(0, w + 1, p):
+            ax.axvline(edge - 0.5, color="white", lw=lw)
+        n = (h // p) * (w // p)
+        ax.set_title(f"P = {p}: N = {n}, T = {n + 1}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def show_matrices(matrices, titles, suptitle=None, height=3.2):
+    """2-D arrays side by side as heat maps (each on its own colour scale, blue < 0 < red), widths in
+    proportion to their number of columns, each labelled with its shape: a picture of how shapes combine."""
+    matrices = [to_numpy(m) for m in matrices]
+    widths = [m.shape[1] for m in matrices]
+    fig = Figure(figsize=(min(13.0, 1.0 + sum(widths) / 45), height), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(matrices), width_ratios=widths))
+    for ax, m, title in zip(axes, matrices, titles, strict=True):
+        scale = float(np.abs(m).max()) or 1.0
+        ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"{m.shape[0]} × {m.shape[1]}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if suptitle:
+        fig.suptitle(suptitle)
     return fig
 
 
@@ -237,7 +278,7 @@ def plot_attention(images, maps, titles=None):
     """Images (B, H, W, C) above their attention maps (B, N) upsampled to the image and overlaid."""
     images = to_numpy(images)
     maps = np.asarray(maps)
-    grid = int(round(np.sqrt(maps.shape[1])))
+    grid = round(np.sqrt(maps.shape[1]))
     scale = images.shape[1] // grid
     fig = Figure(figsize=(1.8 * len(images), 3.9), layout="constrained")
     axes = fig.subplots(2, len(images), squeeze=False)
@@ -250,4 +291,48 @@ def plot_attention(images, maps, titles=None):
             axes[0, i].set_title(titles[i], fontsize=9)
         for ax in axes[:, i]:
             ax.set_axis_off()
+    return fig
+
+
+def plot_head_attention(images, attention_maps, index=0, query=0):
+    """Every head's attention from one query token over the patches, for image `index`.
+
+    images: (B, H, W, C) uint8 or floats in [0, 1]; attention_maps: one (B, heads, T, T) array per block
+    (model.attention_maps()); query: the token whose row of A is shown: 0 is the class token when there
+    is one, patch n is token T - N + n (outlined in cyan). The image comes first, then one row per block
+    and one column per head. Each map runs from 0 (dark) to its own largest weight, given in its title,
+    so a map bright all over is a head that spreads its attention evenly.
+    """
+    image = to_numpy(images)[index]
+    maps = [to_numpy(a)[index] for a in attention_maps]  # (heads, T, T) per block
+    depth, (heads, t, _) = len(maps), maps[0].shape
+    n = t if round(np.sqrt(t)) ** 2 == t else t - 1  # patch tokens; the first token is the class token
+    grid = round(np.sqrt(n))
+    scale = image.shape[0] // grid
+    fig = Figure(figsize=(1.6 * (heads + 1) + 0.3, 1.7 * depth + 0.5), layout="constrained")
+    axes = fig.subplots(depth, heads + 1, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[1:, 0]:
+        ax.set_axis_off()
+    for b, h in np.ndindex(depth, heads + 1):
+        ax = axes[b, h]
+        if h == 0 and b > 0:
+            continue
+        ax.imshow(image)
+        if h == 0:
+            ax.set_title("image", fontsize=8)
+        else:
+            row = maps[b][h - 1, query, t - n :]  # (N,) attention to the patches
+            ax.imshow(np.kron(row.reshape(grid, grid), np.ones((scale, scale))), cmap="inferno", alpha=0.7,
+                      vmin=0, vmax=row.max())  # fmt: skip
+            ax.set_title(f"head {h} (max {row.max():.3f})", fontsize=8)
+            if h == 1:
+                ax.set_ylabel(f"block {b + 1}")
+        if query >= t - n:
+            r, c = divmod(query - (t - n), grid)
+            ax.add_patch(Rectangle((c * scale - 0.5, r * scale - 0.5), scale, scale, fill=False, ec="cyan", lw=1.5))
+    who = "the class token" if query < t - n else f"patch {query - (t - n)}"
+    fig.suptitle(f"Attention from {who} to the patches, per block and head", fontsize=11)
     return fig
