@@ -74,6 +74,13 @@ class TrainConfig:
         overrides = {f: getattr(self, f) for f in ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout")}
         return preset(self.model, num_classes=num_classes, **{k: v for k, v in overrides.items() if v is not None})
 
+    def augment_options(self):
+        """The keyword arguments of data.augment() for this run."""
+        spec = get_spec(self.dataset)
+        return {"num_classes": spec.num_classes, "mean": spec.mean, "std": spec.std, "crop_padding": self.crop_padding,
+                "flip": self.flip, "mixup_alpha": self.mixup, "cutmix_alpha": self.cutmix,
+                "mix_prob": self.mix_prob, "dtype": self.dtype}  # fmt: skip
+
     def check(self):
         """Raise ValueError naming the first field that cannot work."""
         get_spec(self.dataset)  # DataError for an unknown dataset
@@ -207,9 +214,7 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
         raise ValueError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    aug = {"num_classes": spec.num_classes, "mean": spec.mean, "std": spec.std, "crop_padding": config.crop_padding,
-           "flip": config.flip, "mixup_alpha": config.mixup, "cutmix_alpha": config.cutmix,
-           "mix_prob": config.mix_prob, "dtype": config.dtype}  # fmt: skip
+    aug = config.augment_options()
     meta = {"train": asdict(config), "model": asdict(model.config), "classes": list(data.classes),
             "mean": list(spec.mean), "std": list(spec.std)}  # fmt: skip
 
