@@ -151,7 +151,10 @@ def load_cifar(dataset="cifar10", data_dir=None, source=None, download=True):
             download_file(spec.url, archive, spec.md5)
             data = read_archive(archive, spec, trusted=True)
         else:
-            raise DataError(f"{spec.name} is not in {data_dir} and downloading is off; pass a local archive as source")
+            raise DataError(
+                f"{spec.name} is not in {data_dir} and downloading is off; use a local copy of the archive "
+                "(--archive PATH on the command line, source=PATH in Python)"
+            )
     _write_cache(cache, data)
     return data
 
@@ -184,7 +187,7 @@ def download_file(url, path, md5):
             except (OSError, http.client.HTTPException) as e:
                 raise DataError(
                     f"could not download {url}: {e}. Check the connection and run again (it starts over), "
-                    "or point the loader at a local copy of the archive"
+                    "or use a local copy of the archive (--archive PATH on the command line, source=PATH in Python)"
                 ) from e
         if digest.hexdigest() != md5:
             raise DataError(
