@@ -22,6 +22,7 @@ import os
 import signal
 import tempfile
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,8 +100,12 @@ class TrainConfig:
             raise ValueError(f"mix_prob must be in [0, 1], got {self.mix_prob}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if self.backend not in ("numpy", "cupy"):
-            raise ValueError(f"backend must be 'numpy' or 'cupy', got {self.backend!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        for name in ("patch_size", "dim", "depth", "heads", "mlp_dim"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        backend.use_module(self.backend)  # an unknown backend, or CuPy without a GPU, fails here, before any work
         ViT.from_config(self.model_config(get_spec(self.dataset).num_classes))  # checks the model's shape
         return self
 
@@ -150,11 +155,16 @@ def train(config, run_dir, data_dir=None, source=None, progress=True):
 def resume(run_dir, data_dir=None, source=None, progress=True):
     """Continue the run in `run_dir` from its checkpoint. Returns the metrics history."""
     run_dir = Path(run_dir)
+    if run_dir.name == "checkpoint.npz" and run_dir.is_file():
+        run_dir = run_dir.parent
     path = run_dir / "checkpoint.npz"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no checkpoint.npz to resume from")
     model, meta, arrays = load_checkpoint(path)
-    config = TrainConfig(**meta["train"])
+    try:
+        config = TrainConfig(**meta["train"])
+    except TypeError as e:
+        raise ValueError(f"{path} was written with other training settings than this version knows ({e})") from e
     model.to(config.backend, config.dtype)
     optimizer = _optimizer(config, model)
     optimizer.load_state_dict({k[len("optim.") :]: v for k, v in arrays.items() if k.startswith("optim.")})
@@ -175,15 +185,16 @@ def load_checkpoint(path):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ValueError(f"{path} is not a minivit checkpoint ({e})") from e
-    model = ViT.from_config(ViTConfig(**meta["model"]))
+        model = ViT.from_config(ViTConfig(**meta["model"]))
+    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a minivit checkpoint of this version ({e})") from e
     model.load_state_dict({k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")})
     return model, meta, arrays
 
 
 def evaluate(model, images, labels, mean, std, batch_size=500):
     """Loss, accuracy and predictions of `model` on uint8 images (B, H, W, C) with int labels (B,).
+    Leaves the model in eval mode.
 
     returns {"loss", "accuracy", "predictions" (B,) NumPy int}
     """
@@ -198,12 +209,17 @@ def evaluate(model, images, labels, mean, std, batch_size=500):
         total += float(loss) * len(x)
         predictions.append(backend.to_numpy(xp.argmax(logits, axis=1)))
     predictions = np.concatenate(predictions)
-    return {"loss": total / len(images), "accuracy": float((predictions == labels).mean()), "predictions": predictions}
+    accuracy = float((predictions == backend.to_numpy(labels)).mean())
+    return {"loss": total / len(images), "accuracy": accuracy, "predictions": predictions}
 
 
 def _run(config, model, optimizer, state, data, run_dir, progress):
     spec = get_spec(config.dataset)
     xp = backend.use_module(config.backend)
+    for name, subset, available in (("train_subset", config.train_subset, len(data.train_images)),
+                                    ("test_subset", config.test_subset, len(data.test_images))):  # fmt: skip
+        if subset > available:
+            raise ValueError(f"{name} {subset} is more than the {available} images there are")
     n_train = config.train_subset or len(data.train_images)
     n_test = config.test_subset or len(data.test_images)
     train_images = backend.to_device(data.train_images[:n_train], config.backend)
@@ -236,26 +252,21 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                        disable=not progress, leave=False, unit="step")  # fmt: skip
             for step in range(start, steps_per_epoch):
                 rng = np.random.default_rng(step_seed(config.seed, epoch, step))
-                backend.seed(step_seed(config.seed, epoch, step, 1))  # dropout masks
+                if model.config.dropout:
+                    backend.seed(step_seed(config.seed, epoch, step, 1))  # this step's dropout masks
                 idx = xp.asarray(batches[step])
                 x, targets = augment(train_images[idx], train_labels[idx], rng, **aug)
                 optimizer.lr = warmup_cosine(optimizer.step_count, total_steps, warmup_steps, config.lr, config.min_lr)
                 logits = model(x)
                 loss, cache = ops.cross_entropy_forward(logits, targets, config.label_smoothing)
                 loss = float(loss)
-                if not math.isfinite(loss):
-                    bar.close()
-                    saved = run_dir / "checkpoint.npz"
-                    kept = (f"{saved} keeps the last good state ({epoch} epochs and {start} steps done)"
-                            if saved.exists() else "no checkpoint had been written yet")  # fmt: skip
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; stopped. {kept}. "
-                        "Try a lower learning rate or more warmup."
-                    )
                 model.zero_grad()
                 model.backward(ops.cross_entropy_backward(cache))
-                if config.grad_clip:
-                    clip_grad_norm(model.parameters(), config.grad_clip)
+                # the norm is needed anyway to catch a finite loss with non-finite gradients
+                norm = clip_grad_norm(model.parameters(), config.grad_clip or math.inf)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    bar.close()
+                    raise TrainingDiverged(_diverged(loss, norm, epoch, step, start, run_dir))
                 optimizer.step()
 
                 hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
@@ -292,9 +303,18 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                 f"  test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}  lr {m['lr']:.2e}"
                 f"  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.0f} s"
             )
-            if stop.requested:
+            if stop.requested and state["epoch"] < config.epochs:
                 raise Interrupted(f"stopped after epoch {epoch + 1}. {_resume_hint(run_dir)}")
     return state["history"]
+
+
+def _diverged(loss, norm, epoch, step, start, run_dir):
+    what = f"the loss became {loss}" if not math.isfinite(loss) else f"the gradient norm became {norm}"
+    saved = run_dir / "checkpoint.npz"
+    kept = (f"{saved} keeps the last good state ({epoch} epochs and {start} steps done)" if saved.exists()
+            else "no checkpoint had been written yet")  # fmt: skip
+    return (f"{what} at epoch {epoch + 1}, step {step + 1}; stopped before the update. {kept}. Start a new run "
+            "with a lower learning rate or a longer warmup (resuming would repeat the same steps).")  # fmt: skip
 
 
 def _resume_hint(run_dir):

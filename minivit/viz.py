@@ -39,12 +39,15 @@ def plot_curves(history):
     loss and accuracy against epoch, train and test."""
     epochs = [m["epoch"] for m in history]
     fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, key, title in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("Loss", "Accuracy"), strict=True):
-        ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label="train (augmented)")
+    # the train loss is of augmented images against label-smoothed (or mixed) targets, so it sits above
+    # a test loss of the same quality
+    for ax, key, train_label in zip(fig.subplots(1, 2), ("loss", "accuracy"),
+                                    ("train (augmented, smoothed targets)", "train (augmented)"), strict=True):  # fmt: skip
+        ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label=train_label)
         ax.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
-        ax.set_title(title)
+        ax.set_title(key.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()
     if history:
@@ -277,7 +280,7 @@ def attention_rollout(attention_maps, has_cls=True):
 def plot_attention(images, maps, titles=None):
     """Images (B, H, W, C) above their attention maps (B, N) upsampled to the image and overlaid."""
     images = to_numpy(images)
-    maps = np.asarray(maps)
+    maps = to_numpy(maps)
     grid = round(np.sqrt(maps.shape[1]))
     scale = images.shape[1] // grid
     fig = Figure(figsize=(1.8 * len(images), 3.9), layout="constrained")

@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import http.server
 import io
+import os
 import pickle
 import socket
 import tarfile
@@ -244,6 +245,13 @@ def _drop_member(name):
     return edit
 
 
+class RunsCode:
+    """Unpickling this would run a shell command: the loader must refuse before calling anything."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
 # (id, edit of the pickled dicts or None, edit of the member bytes or None, substrings of the message)
 BROKEN_CONTENT = [
     ("wrong-shape", _set("data_batch_3", b"data", np.zeros((N, 3000), np.uint8)), None,
@@ -273,6 +281,8 @@ BROKEN_CONTENT = [
      ["'data_batch_3'", "not a readable pickle"]),
     ("not-a-dict", None, _replace_member("data_batch_1", pickle.dumps([1, 2, 3])),
      ["'data_batch_1'", "holds a list, expected a dict"]),
+    ("code-in-the-pickle", None, _replace_member("data_batch_1", pickle.dumps({b"data": RunsCode()})),
+     ["'data_batch_1'", "refusing to load posix.system" if os.name == "posix" else "refusing to load"]),
 ]  # fmt: skip
 
 
@@ -294,6 +304,12 @@ def test_broken_archive_content(tmp_path, edit_batches, edit_members, expected):
     for part in expected:
         assert part in message
     assert not (tmp_path / "cache" / "cifar10.npz").exists()
+
+
+def test_archive_packed_with_dot_prefix(fake, tmp_path):
+    """`tar -C folder -czf x.tar.gz .` stores ./cifar-10-batches-py/...: the same data."""
+    archive = write_tar_gz(tmp_path / "dot.tar.gz", fake.members, folder=f"./{FOLDER}")
+    fake.assert_loaded(load_cifar(fake.spec, data_dir=tmp_path / "cache", source=archive))
 
 
 def test_truncated_archive(fake, tmp_path):

@@ -124,6 +124,45 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(reference, cifar_
     assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
 
 
+def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
+    """Ctrl-C at a chosen step of epoch 2: the checkpoint is mid-epoch, and resuming still ends bit-identical."""
+    run_dir = tmp_path / "mid-epoch"
+    real = minivit.train.augment
+    calls = []
+
+    def augment_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == SMALL.train_subset // SMALL.batch_size + 5:  # step 5 of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(minivit.train, "augment", augment_then_ctrl_c)
+    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5"):
+        train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+    _, meta = checkpoint_params(run_dir)
+    assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 5)
+    monkeypatch.setattr(minivit.train, "augment", real)
+    history = resume(run_dir / "checkpoint.npz", data_dir=cifar_dir, progress=False)  # the file works too
+    assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
+    assert [m["train_loss"] for m in history] == [m["train_loss"] for m in reference[1]]
+
+
+def test_nan_gradients_stop_before_the_update(cifar_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "nan-grad"
+    real = minivit.ops.cross_entropy_backward
+
+    def poisoned(cache):
+        dlogits = real(cache)
+        return dlogits * np.nan if (run_dir / "checkpoint.npz").exists() else dlogits
+
+    monkeypatch.setattr(minivit.ops, "cross_entropy_backward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became nan at epoch 2, step 1; stopped before the"):
+        train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+    params, meta = checkpoint_params(run_dir)
+    assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 0)
+    assert all(np.isfinite(p).all() for p in params.values())
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_path, monkeypatch):
     run_dir = tmp_path / "nan"
     real = minivit.ops.cross_entropy_forward
@@ -135,7 +174,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cifar_dir, tmp_path, 
         return loss, cache
 
     monkeypatch.setattr(minivit.ops, "cross_entropy_forward", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"nan at epoch 2, step 1.*last good state"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 1.*last good state"):
         train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
     params, meta = checkpoint_params(run_dir)
     assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 0)
@@ -159,11 +198,19 @@ def test_train_refuses_to_overwrite_a_run(reference, cifar_dir):
         ({"dim": 30, "heads": 4}, "dim 30 is not divisible by heads 4"),
         ({"model": "huge"}, "unknown preset 'huge'"),
         ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"heads": 0}, "heads must be at least 1"),
+        ({"patch_size": 0}, "patch_size must be at least 1"),
+        ({"seed": -1}, "seed must be >= 0"),
     ],
 )
 def test_bad_config_is_a_clear_error(change, message):
     with pytest.raises((ValueError, minivit.data.DataError), match=message):
         replace(SMALL, **change).check()
+
+
+def test_subset_larger_than_the_dataset_is_a_clear_error(cifar_dir, tmp_path):
+    with pytest.raises(ValueError, match="train_subset 60000 is more than the 50000 images there are"):
+        train(replace(SMALL, train_subset=60000), tmp_path / "run", data_dir=cifar_dir, progress=False)
 
 
 def test_batch_larger_than_subset_is_a_clear_error(cifar_dir, tmp_path):

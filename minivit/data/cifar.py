@@ -14,6 +14,7 @@ renamed into place, so an interrupted run never leaves a half file that a later 
 
 import hashlib
 import http.client
+import io
 import os
 import pickle
 import tarfile
@@ -129,6 +130,9 @@ def load_cifar(dataset="cifar10", data_dir=None, source=None, download=True):
     data_dir: where the archive and cache live (default: default_data_dir())
     source: a local .tar.gz archive or an unpacked folder to read instead of downloading
     download: fetch the official archive when neither the cache nor `source` has the data
+
+    A cache that is already there wins over `source` (both hold the same checked arrays); delete
+    `<data_dir>/<name>.npz` to rebuild it.
     """
     spec = get_spec(dataset)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -222,10 +226,13 @@ def read_archive(source, spec, trusted=False):
             with tarfile.open(source, "r:*") as tar:
 
                 def read_member(name):
-                    try:
-                        member = tar.extractfile(f"{spec.folder}/{name}")
-                    except KeyError:
-                        member = None
+                    member = None
+                    for path in (f"{spec.folder}/{name}", f"./{spec.folder}/{name}"):  # "./": packed with tar -C
+                        try:
+                            member = tar.extractfile(path)
+                            break
+                        except KeyError:
+                            continue
                     if member is None:
                         raise DataError(f"{source} has no member {spec.folder}/{name} (is it the {spec.name} archive?)")
                     return member.read()
@@ -244,13 +251,29 @@ def read_archive(source, spec, trusted=False):
     return Dataset(_to_nhwc(train_data), train_labels, _to_nhwc(test_data), test_labels, classes)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists and NumPy arrays only: a pickle can name any function to call, and a
+    local archive is not trusted until its content is checked."""
+
+    allowed = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")} | {  # encode: bytes in protocol 2
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+        for name in ("_reconstruct", "_frombuffer")
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (a CIFAR batch holds only arrays and lists)")
+        return super().find_class(module, name)
+
+
 def _parse(read_member, spec, source):
     """Unpickle the batches into NHWC arrays, checking every shape, dtype and label on the way."""
 
     def load(name):
         payload = read_member(name)  # outside the try: a truncated archive is reported as such, not as a bad pickle
         try:
-            batch = pickle.loads(payload, encoding="bytes")
+            batch = _ArrayUnpickler(io.BytesIO(payload), encoding="bytes").load()
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
             raise DataError(f"{source}: member {name!r} is not a readable pickle ({e})") from e
         if not isinstance(batch, dict):
