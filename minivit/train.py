@@ -18,9 +18,7 @@ A run folder holds:
 
 import json
 import math
-import os
 import signal
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -33,7 +31,7 @@ from . import backend, ops
 from .data import augment, epoch_batches, load_cifar, normalize
 from .data.cifar import get_spec
 from .models import ViT, ViTConfig, preset
-from .nn.module import save_npz
+from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .viz import plot_curves
 
@@ -347,24 +345,11 @@ class _CtrlC:
 
 
 def _write_text(path, text):
-    """Write a text file atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(text.encode())
 
 
 def _plot(history, path):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        plot_curves(history).savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(path, suffix=".png") as f:
+        plot_curves(history).savefig(f, dpi=100, format="png")
 

@@ -18,7 +18,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -30,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..nn.module import save_npz
+from ..nn.module import atomic_file, save_npz
 
 
 class DataError(Exception):
@@ -175,34 +174,27 @@ def download_file(url, path, md5):
     """Stream `url` to `path` with a progress bar; the file appears only once its md5 is `md5`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".download-")
     digest = hashlib.md5()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}") as bar:
-                        while block := response.read(1 << 20):
-                            out.write(block)
-                            digest.update(block)
-                            bar.update(len(block))
-            # URLError, HTTPError, timeouts and resets are OSErrors; a cut chunked transfer is an IncompleteRead
-            except (OSError, http.client.HTTPException) as e:
-                raise DataError(
-                    f"could not download {url}: {e}. Check the connection and run again (it starts over), "
-                    "or use a local copy of the archive (--archive PATH on the command line, source=PATH in Python)"
-                ) from e
+    with atomic_file(path, prefix=".download-") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {path.name}") as bar:
+                    while block := response.read(1 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+        # URLError, HTTPError, timeouts and resets are OSErrors; a cut chunked transfer is an IncompleteRead
+        except (OSError, http.client.HTTPException) as e:
+            raise DataError(
+                f"could not download {url}: {e}. Check the connection and run again (it starts over), "
+                "or use a local copy of the archive (--archive PATH on the command line, source=PATH in Python)"
+            ) from e
         if digest.hexdigest() != md5:
             raise DataError(
                 f"the file downloaded from {url} has md5 {digest.hexdigest()}, expected {md5}: "
                 "the transfer was corrupted or cut short. Nothing was kept; run again to retry"
             )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_archive(source, spec, trusted=False):

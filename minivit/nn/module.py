@@ -7,6 +7,7 @@ with respect to the forward's input.
 
 import os
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -183,17 +184,25 @@ class Module:
             return self.load_state_dict({k: f[k] for k in f.files})
 
 
-def save_npz(path, arrays):
-    """np.savez to a temporary file in the same folder, then an atomic rename onto `path`."""
+@contextmanager
+def atomic_file(path, prefix=".tmp-", suffix=""):
+    """A binary file to write in place of `path`. It is a temporary file in the same folder, renamed
+    onto `path` only when the block ends without an error, and deleted otherwise: a crash or Ctrl-C
+    never leaves a half-written file where a later run would trust it."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_npz(path, arrays):
+    """np.savez, written atomically."""
+    with atomic_file(path, suffix=".npz") as f:
+        np.savez(f, **arrays)
