@@ -97,25 +97,31 @@ def plot_confusion(labels, predictions, classes):
 # -- patches (Sec. 3.1) ---------------------------------------------------------------------------
 
 
+def _image_with_grid(ax, image, patch_size, lw=1.0):
+    """Draw an image (H, W, C) on `ax` with white lines between its P×P patches, no ticks."""
+    h, w = image.shape[:2]
+    ax.imshow(image, interpolation="nearest")
+    for edge in range(0, h + 1, patch_size):
+        ax.axhline(edge - 0.5, color="white", lw=lw)
+    for edge in range(0, w + 1, patch_size):
+        ax.axvline(edge - 0.5, color="white", lw=lw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def show_patch_grid(image, patch_size, numbers=True):
     """One image (H, W, C) with the patch grid drawn and each patch's raster index."""
     image = to_numpy(image)
     h, w = image.shape[:2]
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
-    ax.imshow(image, interpolation="nearest")
-    for edge in range(0, h + 1, patch_size):
-        ax.axhline(edge - 0.5, color="white", lw=1)
-    for edge in range(0, w + 1, patch_size):
-        ax.axvline(edge - 0.5, color="white", lw=1)
+    _image_with_grid(ax, image, patch_size)
     if numbers and (h // patch_size) * (w // patch_size) <= 64:
         for n, (r, c) in enumerate(np.ndindex(h // patch_size, w // patch_size)):
             ax.text(c * patch_size + patch_size / 2 - 0.5, r * patch_size + patch_size / 2 - 0.5, str(n),
                     ha="center", va="center", fontsize=8, color="yellow",
                     path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])  # fmt: skip
     ax.set_title(f"{h}×{w} image, {patch_size}×{patch_size} patches: N = {(h // patch_size) * (w // patch_size)}")
-    ax.set_xticks([])
-    ax.set_yticks([])
     return fig
 
 
@@ -147,16 +153,9 @@ def show_patch_grids(image, patch_sizes, size=2.6):
     h, w = image.shape[:2]
     fig = Figure(figsize=(size * len(patch_sizes), size + 0.5), layout="constrained")
     for ax, p in zip(np.atleast_1d(fig.subplots(1, len(patch_sizes))), patch_sizes, strict=True):
-        ax.imshow(image, interpolation="nearest")
-        lw = 0.5 if p <= 2 else 0.8
-        for edge in range(0, h + 1, p):
-            ax.axhline(edge - 0.5, color="white", lw=lw)
-        for edge in range(0, w + 1, p):
-            ax.axvline(edge - 0.5, color="white", lw=lw)
+        _image_with_grid(ax, image, p, lw=0.5 if p <= 2 else 0.8)  # thin lines keep P = 2 visible
         n = (h // p) * (w // p)
         ax.set_title(f"P = {p}: N = {n}, T = {n + 1}", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
     return fig
 
 
