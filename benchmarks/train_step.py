@@ -11,10 +11,14 @@ same environment: the thread count and, unless --no-malloc-tuning, glibc malloc 
 that keep big buffers mapped between steps. Without torch installed, minivit runs alone.
 
 It prints a header (model, batch, threads, malloc setting, numpy and its BLAS, torch, the
-analytic FLOPs of a step), one line per round (each side's median images/s that round and their
-ratio), then per side the median / min / max images/s over all timed steps, the GFLOP/s that
+analytic FLOPs of a step), one line per round (each side's median images/s that round, the cores
+it kept busy, and their ratio), then per side the median / min / max images/s over all timed steps, the GFLOP/s that
 median implies and the worker's peak RSS, and finally the minivit/torch ratio, both as the ratio
 of the two medians and as the median of the per-round ratios.
+
+"Cores busy" is the worker's CPU seconds over wall seconds during its steps. It should stay near
+--threads; a round where one side's drops well below lost CPUs to something outside the benchmark
+(other work, or the hypervisor on a VM), and its ratio says little about the code.
 
     --backend cupy    runs minivit on the GPU (and torch on CUDA when it has CUDA)
     --torch-sdpa      gives torch F.scaled_dot_product_attention instead of matmul + softmax
@@ -99,17 +103,17 @@ def emit(message):
 
 
 def serve(step, sync, info):
-    """Announce `info`, then answer "run K" with K step times and "quit" with the peak RSS."""
+    """Announce `info`, then answer "run K" with K steps' wall and CPU seconds and "quit" with the peak RSS."""
     emit(info)
     for line in sys.stdin:
         command, *rest = line.split()
         if command == "run":
             for _ in range(int(rest[0])):
                 sync()
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 step()
                 sync()
-                emit({"step_s": time.perf_counter() - start})
+                emit({"step_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start})
         elif command == "quit":
             emit({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
             return
@@ -282,9 +286,9 @@ class Worker:
         self.proc.stdin.flush()
 
     def run(self, steps):
-        """Seconds of each of `steps` steps."""
+        """(wall seconds, CPU seconds) of each of `steps` steps."""
         self.send(f"run {steps}")
-        return [self.read()["step_s"] for _ in range(steps)]
+        return [(m["step_s"], m["cpu_s"]) for m in (self.read() for _ in range(steps))]
 
     def quit(self):
         """Peak RSS in MiB."""
@@ -350,14 +354,16 @@ def benchmark(args):
         for worker in workers.values():
             worker.run(args.warmup)
         times = {side: [] for side in workers}  # times[side][round] = that round's step seconds
-        print("round  " + "".join(f"{side + ' img/s':>15}" for side in workers) + ("      ratio" * (len(workers) == 2)))
+        print("round  " + "".join(f"{side + ' img/s (cores busy)':>30}" for side in workers)
+              + ("      ratio" * (len(workers) == 2)))  # fmt: skip
         for r in range(args.rounds):
             row = {}
             for side, worker in workers.items():
-                times[side].append(worker.run(args.steps))
-                row[side] = args.batch_size / statistics.median(times[side][-1])
-            ratio = f"{row['minivit'] / row['torch']:11.3f}" if len(row) == 2 else ""
-            print(f"{r + 1:5d}  " + "".join(f"{ips:15.1f}" for ips in row.values()) + ratio)
+                wall, cpu = zip(*worker.run(args.steps))
+                times[side].append(wall)
+                row[side] = args.batch_size / statistics.median(wall), sum(cpu) / sum(wall)
+            ratio = f"{row['minivit'][0] / row['torch'][0]:11.3f}" if len(row) == 2 else ""
+            print(f"{r + 1:5d}  " + "".join(f"{ips:22.1f} ({busy:.2f})" for ips, busy in row.values()) + ratio)
         peak_mib = {side: worker.quit() for side, worker in workers.items()}
     finally:
         for worker in workers.values():

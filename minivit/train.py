@@ -4,7 +4,7 @@
     result = resume("runs/quick")                       # continues a stopped or killed run
 
 Every random draw of a step (the shuffle of its epoch, its augmentation, its dropout masks) comes
-from generators seeded by (seed, epoch, step). So the position in training is all the random state
+from generators seeded by (seed, stream, epoch, step). So the position in training is all the random state
 there is: a run resumed from any checkpoint takes exactly the steps an uninterrupted run would, and
 on NumPy ends with bit-identical parameters.
 
@@ -129,9 +129,18 @@ class Interrupted(Exception):
     """Stopped by Ctrl-C after a checkpoint was written; `resume(run_dir)` continues."""
 
 
-def step_seed(seed, *position):
-    """One integer seed for a position in training, e.g. (seed, epoch) or (seed, epoch, step)."""
-    return int(np.random.SeedSequence((seed, *position)).generate_state(1)[0])
+STREAMS = ("shuffle", "augment", "dropout")  # the random streams of a run, each seeded per position
+
+
+def step_seed(seed, stream, epoch, step=0):
+    """One integer seed for `stream` (one of STREAMS) at (epoch, step) of a run seeded `seed`.
+
+    The key always has four numbers: SeedSequence pads a key with zeros, so keys of different
+    lengths, such as (seed, epoch) and (seed, epoch, 0), would give two streams the same numbers.
+    """
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    return int(np.random.SeedSequence((seed, STREAMS.index(stream), epoch, step)).generate_state(1)[0])
 
 
 def train(config, run_dir, data_dir=None, source=None, progress=True):
@@ -243,15 +252,15 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
     with stop:
         while state["epoch"] < config.epochs:
             epoch, start = state["epoch"], state["step"]
-            batches = epoch_batches(n_train, config.batch_size, np.random.default_rng(step_seed(config.seed, epoch)))
+            batches = epoch_batches(n_train, config.batch_size, np.random.default_rng(step_seed(config.seed, "shuffle", epoch)))
             model.train()
             began = time.perf_counter()
             bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}",
                        disable=not progress, leave=False, unit="step")  # fmt: skip
             for step in range(start, steps_per_epoch):
-                rng = np.random.default_rng(step_seed(config.seed, epoch, step))
+                rng = np.random.default_rng(step_seed(config.seed, "augment", epoch, step))
                 if model.config.dropout:
-                    backend.seed(step_seed(config.seed, epoch, step, 1))  # this step's dropout masks
+                    backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's dropout masks
                 idx = xp.asarray(batches[step])
                 x, targets = augment(train_images[idx], train_labels[idx], rng, **aug)
                 optimizer.lr = warmup_cosine(optimizer.step_count, total_steps, warmup_steps, config.lr, config.min_lr)

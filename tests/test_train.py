@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import minivit
-from minivit.train import TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
+from minivit.train import STREAMS, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, step_seed, train
 
 # A one-block ViT on 2,048 images: a few seconds per run.
 SMALL = TrainConfig(model="mini", dim=32, depth=1, heads=2, mlp_dim=64, epochs=3, batch_size=64, lr=2e-3,
@@ -71,6 +71,17 @@ def test_run_folder(reference, cifar_dir):
     data = minivit.data.load_cifar(data_dir=cifar_dir)
     result = evaluate(model, data.test_images[:500], data.test_labels[:500], meta["mean"], meta["std"])
     assert result["accuracy"] == history[-1]["test_accuracy"]
+
+
+def test_random_streams_never_share_a_seed():
+    """Every (stream, epoch, step) of a run gets its own seed: the shuffle of an epoch and the
+    augmentation of its first step once drew the same numbers."""
+    positions = [(stream, epoch, step) for stream in STREAMS for epoch in range(4) for step in range(4)]
+    seeds = {step_seed(0, *position) for position in positions}
+    assert len(seeds) == len(positions)
+    assert step_seed(0, "shuffle", 1) == step_seed(0, "shuffle", 1, 0) != step_seed(1, "shuffle", 1)
+    with pytest.raises(ValueError, match="stream must be one of"):
+        step_seed(0, "noise", 0)
 
 
 def test_same_seed_same_run_other_seed_differs(cifar_dir, tmp_path):

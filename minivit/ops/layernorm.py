@@ -19,7 +19,7 @@ def layernorm_forward(x, gamma, beta, eps=1e-6):
     rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
 
     def rows(i):
-        h = xp.subtract(x2[i], x2[i].mean(axis=1, keepdims=True), out=xhat[i])  # x - μ
+        h = xp.subtract(x2[i], xp.einsum("nd->n", x2[i])[:, None] / d, out=xhat[i])  # x - μ
         var = xp.einsum("nd,nd->n", h, h)[:, None] / d  # σ², without a squared copy
         xp.sqrt(var + eps, out=rstd[i])
         xp.reciprocal(rstd[i], out=rstd[i])
@@ -46,15 +46,17 @@ def layernorm_backward(dout, cache):
     d = gamma.shape[0]
     dout2 = dout.reshape(-1, d)
     dx = xp.empty_like(xhat)
+    partial = {}  # block start -> (dγ, dβ) of its rows, summed while the block is in cache
 
     def rows(i):
+        partial[i.start] = (xp.einsum("nd,nd->d", dout2[i], xhat[i]), dout2[i].sum(axis=0))
         g = xp.multiply(dout2[i], gamma, out=dx[i])
         mean_gx = xp.einsum("nd,nd->n", g, xhat[i])[:, None] / d  # ⟨g ⊙ x̂⟩
-        g -= g.mean(axis=1, keepdims=True)
+        g -= xp.einsum("nd->n", g)[:, None] / d  # ⟨g⟩
         g -= xhat[i] * mean_gx
         g *= rstd[i]
 
     map_blocks(rows, xhat.shape[0], d * xhat.itemsize, xp)
-    dgamma = xp.einsum("nd,nd->d", dout2, xhat)
-    dbeta = dout2.sum(axis=0)
+    blocks = [partial[start] for start in sorted(partial)]  # a fixed order, so runs repeat bit for bit
+    dgamma, dbeta = (sum(sums) for sums in zip(*blocks))
     return dx.reshape(dout.shape), dgamma, dbeta
