@@ -8,6 +8,7 @@
 """
 
 import argparse
+import os
 import sys
 import time
 import types
@@ -73,6 +74,7 @@ def _recipes_help():
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m minivit", description="Train and use ViTs written in NumPy/CuPy.",
+                                     epilog="Errors print one line; set MINIVIT_TRACEBACK=1 for the full traceback.",
                                      allow_abbrev=False)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -172,6 +174,8 @@ def main(argv=None):
         print("\ninterrupted", file=sys.stderr)
         return 130
     except (DataError, ValueError, FileNotFoundError, TrainingDiverged, RuntimeError) as e:
+        if os.environ.get("MINIVIT_TRACEBACK"):  # for a bug report: the whole traceback, not one line
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

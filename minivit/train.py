@@ -112,7 +112,7 @@ RECIPES = {
     # A first look: 13 minutes on 2 CPU cores, 47 % test accuracy (measured).
     "quick": TrainConfig(model="mini", epochs=2, warmup_epochs=0.3, lr=2e-3),
     # The CPU recipe: within 2 hours on 2 cores. Short schedules learn fastest without mixup.
-    "cpu": TrainConfig(model="mini", epochs=15, lr=2e-3, warmup_epochs=1.0),
+    "cpu": TrainConfig(model="mini", epochs=22, lr=2e-3, warmup_epochs=1.0),
     # The GPU recipe (CuPy): ViT-Tiny width, 200 epochs, with the regularisers small-data ViTs need.
     "gpu": TrainConfig(
         model="tiny", backend="cupy", epochs=200, batch_size=256, lr=1e-3, warmup_epochs=10, mixup=0.8, cutmix=1.0,
@@ -155,7 +155,7 @@ def train(config, run_dir, data_dir=None, source=None, progress=True):
     _write_text(run_dir / "config.json", json.dumps({"train": asdict(config), "model": asdict(model_config)}, indent=2))
     backend.seed(config.seed)  # the initial weights
     model = ViT.from_config(model_config).to(config.backend, config.dtype)
-    state = {"epoch": 0, "step": 0, "sums": [0.0, 0, 0], "elapsed": 0.0, "history": []}
+    state = {"epoch": 0, "step": 0, "sums": _epoch_sums(), "elapsed": 0.0, "history": []}
     return _run(config, model, _optimizer(config, model), state, data, run_dir, progress)
 
 
@@ -168,6 +168,8 @@ def resume(run_dir, data_dir=None, source=None, progress=True):
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no checkpoint.npz to resume from")
     model, meta, arrays = load_checkpoint(path)
+    if set(meta["state"].get("sums", ())) != set(_epoch_sums()):
+        raise ValueError(f"{path} was written by an earlier minivit and cannot be resumed (evaluate and predict still read it)")
     try:
         config = TrainConfig(**meta["train"])
     except TypeError as e:
@@ -177,6 +179,11 @@ def resume(run_dir, data_dir=None, source=None, progress=True):
     optimizer.load_state_dict({k[len("optim.") :]: v for k, v in arrays.items() if k.startswith("optim.")})
     data = load_cifar(config.dataset, data_dir=data_dir, source=source)
     return _run(config, model, optimizer, meta["state"], data, run_dir, progress)
+
+
+def _epoch_sums():
+    """Running totals over the epoch's training steps so far (part of the checkpoint's state)."""
+    return {"loss": 0.0, "correct": 0, "seen": 0}
 
 
 def _optimizer(config, model):
@@ -277,14 +284,15 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                 optimizer.step()
 
                 hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
-                state["sums"][0] += loss * len(idx)
-                state["sums"][1] += int((xp.argmax(logits, axis=1) == hard).sum())
-                state["sums"][2] += len(idx)
+                sums = state["sums"]
+                sums["loss"] += loss * len(idx)
+                sums["correct"] += int((xp.argmax(logits, axis=1) == hard).sum())
+                sums["seen"] += len(idx)
                 state["step"] = step + 1
-                loss_sum, correct, seen = state["sums"]
                 bar.update(1)
                 rate = (step + 1 - start) * config.batch_size / (time.perf_counter() - began)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
+                                img_s=f"{rate:.0f}")  # fmt: skip
                 if stop.requested:
                     bar.close()
                     state["elapsed"] += time.perf_counter() - began
@@ -294,14 +302,15 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
             train_time = time.perf_counter() - began
             test = evaluate(model, test_images, test_labels, spec.mean, spec.std, config.eval_batch_size)
             state["elapsed"] += time.perf_counter() - began
-            loss_sum, correct, seen = state["sums"]
+            sums = state["sums"]
             state["history"].append({
-                "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+                "epoch": epoch + 1, "train_loss": sums["loss"] / sums["seen"],
+                "train_accuracy": sums["correct"] / sums["seen"],
                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": optimizer.lr,
                 "images_per_s": (steps_per_epoch - start) * config.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - began, "elapsed_s": state["elapsed"],
             })  # fmt: skip
-            state.update(epoch=epoch + 1, step=0, sums=[0.0, 0, 0])
+            state.update(epoch=epoch + 1, step=0, sums=_epoch_sums())
             save_checkpoint()
             _plot(state["history"], run_dir / "curves.png")
             m = state["history"][-1]
@@ -325,7 +334,8 @@ def _diverged(loss, norm, epoch, step, start, run_dir):
 
 
 def _resume_hint(run_dir):
-    return f"The checkpoint is saved; continue with: python -m minivit train --resume {run_dir}"
+    return (f"The checkpoint is saved; continue with: python -m minivit train --resume {run_dir}"
+            f" (or minivit.train.resume({str(run_dir)!r}) in Python)")
 
 
 class _CtrlC:

@@ -1,5 +1,6 @@
 """`python -m minivit train | evaluate | predict`: a short run end to end, and clear errors."""
 
+import os
 import subprocess
 import sys
 
@@ -82,6 +83,14 @@ def test_bad_paths_and_values_are_clear_errors(args, message):
     result = minivit(*args)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_traceback_on_request():
+    args = [sys.executable, "-m", "minivit", "evaluate", "/no/such/checkpoint.npz"]
+    env = {**os.environ, "MINIVIT_TRACEBACK": "1"}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False, env=env)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr and "does not exist" in result.stderr
 
 
 def test_resume_refuses_new_settings(run_dir):

@@ -148,14 +148,27 @@ def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(minivit.train, "augment", augment_then_ctrl_c)
-    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5"):
+    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5") as stopped:
         train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+    assert f"--resume {run_dir}" in str(stopped.value) and f"minivit.train.resume('{run_dir}')" in str(stopped.value)
     _, meta = checkpoint_params(run_dir)
     assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 5)
     monkeypatch.setattr(minivit.train, "augment", real)
     history = resume(run_dir / "checkpoint.npz", data_dir=cifar_dir, progress=False)  # the file works too
     assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
     assert [m["train_loss"] for m in history] == [m["train_loss"] for m in reference[1]]
+
+
+def test_resume_refuses_a_checkpoint_of_an_earlier_format(reference, cifar_dir, tmp_path):
+    """Before the epoch's running sums were named, the state held them as a list."""
+    arrays = dict(np.load(reference[0] / "checkpoint.npz"))
+    meta = json.loads(str(arrays["meta"]))
+    meta["state"]["sums"] = [0.0, 0, 0]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    with pytest.raises(ValueError, match="written by an earlier minivit and cannot be resumed"):
+        resume(tmp_path, data_dir=cifar_dir, progress=False)
+    load_checkpoint(tmp_path / "checkpoint.npz")  # evaluate and predict still read it
 
 
 def test_nan_gradients_stop_before_the_update(cifar_dir, tmp_path, monkeypatch):
