@@ -16,9 +16,10 @@ it kept busy, and their ratio), then per side the median / min / max images/s ov
 median implies and the worker's peak RSS, and finally the minivit/torch ratio, both as the ratio
 of the two medians and as the median of the per-round ratios.
 
-"Cores busy" is the worker's CPU seconds over wall seconds during its steps. It should stay near
---threads; a round where one side's drops well below lost CPUs to something outside the benchmark
-(other work, or the hypervisor on a VM), and its ratio says little about the code.
+"Cores busy" is the worker's CPU seconds over wall seconds during its steps, idle threads that
+spin-wait included. Compare a side's figure across rounds: a round where it drops well below that
+side's usual lost CPUs to something outside the benchmark (other work, or the hypervisor of a VM),
+and its ratio says little about the code.
 
     --backend cupy    runs minivit on the GPU (and torch on CUDA when it has CUDA)
     --torch-sdpa      gives torch F.scaled_dot_product_attention instead of matmul + softmax
@@ -363,7 +364,7 @@ def benchmark(args):
                 times[side].append(wall)
                 row[side] = args.batch_size / statistics.median(wall), sum(cpu) / sum(wall)
             ratio = f"{row['minivit'][0] / row['torch'][0]:11.3f}" if len(row) == 2 else ""
-            print(f"{r + 1:5d}  " + "".join(f"{ips:22.1f} ({busy:.2f})" for ips, busy in row.values()) + ratio)
+            print(f"{r + 1:5d}  " + "".join(f"{ips:23.1f} ({busy:.2f})" for ips, busy in row.values()) + ratio)
         peak_mib = {side: worker.quit() for side, worker in workers.items()}
     finally:
         for worker in workers.values():

@@ -1,7 +1,7 @@
 """The command line: `python -m minivit train | evaluate | predict`.
 
     python -m minivit train                            # the default recipe on CIFAR-10
-    python -m minivit train --recipe quick             # a first look, ~13 minutes on 2 CPU cores
+    python -m minivit train --recipe quick             # a first look, ~10 minutes on 2 CPU cores
     python -m minivit train --resume runs/cpu-...      # continue a stopped run
     python -m minivit evaluate runs/cpu-.../checkpoint.npz
     python -m minivit predict runs/cpu-.../checkpoint.npz cat.png
@@ -82,7 +82,7 @@ def build_parser():
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             description="Train a ViT on CIFAR-10/100. A recipe sets every field; flags override it.")  # fmt: skip
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="named settings: quick (~13 min on 2 CPU cores), cpu (within 2 hours on 2 cores), gpu (CuPy); "
+                   help="named settings: quick (~10 min on 2 CPU cores), cpu (within 2 hours on 2 cores), gpu (CuPy); "
                         "default: gpu with --backend cupy, else cpu")  # fmt: skip
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<recipe>-<date>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
@@ -174,7 +174,7 @@ def main(argv=None):
         print("\ninterrupted", file=sys.stderr)
         return 130
     except (DataError, ValueError, FileNotFoundError, TrainingDiverged, RuntimeError) as e:
-        if os.environ.get("MINIVIT_TRACEBACK"):  # for a bug report: the whole traceback, not one line
+        if os.environ.get("MINIVIT_TRACEBACK", "0") != "0":  # for a bug report: the whole traceback, not one line
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1

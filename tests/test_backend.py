@@ -96,34 +96,45 @@ def test_float32_erf_is_accurate_to_float32():
     assert backend.erf(x).dtype == np.float64 and np.array_equal(backend.erf(x), scipy.special.erf(x))
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("threads", [2, 3])
 def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, threads):
-    """Cut into many small blocks on several threads, every blocked op computes exactly what it
-    computes in one piece: kernels write only their own rows, and every row is covered."""
+    """Cut into many small blocks on several threads, every blocked op computes what it computes in
+    one piece: kernels write only their own rows, and every row is covered. Only LayerNorm's dγ and
+    dβ, sums over all rows added block by block, round differently; they still repeat bit for bit
+    whatever the number of threads."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((5, 7, 12)).astype(np.float32)
     d = rng.standard_normal((5, 7, 12)).astype(np.float32)
     w = [rng.standard_normal(s).astype(np.float32) for s in ((12, 36), (36,), (12, 12), (12,))]
 
     def run_all():
-        outs = []
-        for fwd, bwd, args in (
-            (ops.gelu_forward, ops.gelu_backward, (x,)),
-            (lambda a: ops.gelu_forward(a, approximate=True), ops.gelu_backward, (x,)),
-            (ops.layernorm_forward, ops.layernorm_backward, (x, w[1][:12], w[3])),
-            (ops.softmax_forward, ops.softmax_backward, (x,)),
-            (lambda a: ops.softmax_forward(a, axis=1), ops.softmax_backward, (x,)),
-            (lambda a: ops.attention_forward(a, *w, num_heads=3, causal=True), ops.attention_backward, (x,)),
-        ):
+        results = {}
+        for name, fwd, bwd, args in (
+            ("gelu", ops.gelu_forward, ops.gelu_backward, (x,)),
+            ("gelu tanh", lambda a: ops.gelu_forward(a, approximate=True), ops.gelu_backward, (x,)),
+            ("layernorm", ops.layernorm_forward, ops.layernorm_backward, (x, w[1][:12], w[3])),
+            ("softmax", ops.softmax_forward, ops.softmax_backward, (x,)),
+            ("softmax axis 1", lambda a: ops.softmax_forward(a, axis=1), ops.softmax_backward, (x,)),
+            ("attention", lambda a: ops.attention_forward(a, *w, num_heads=3, causal=True), ops.attention_backward,
+             (x,)),
+        ):  # fmt: skip
             out, cache = fwd(*args)
             grads = bwd(d, cache)
-            outs += [out, *(grads if isinstance(grads, tuple) else (grads,))]
-        return outs
+            for i, value in enumerate([out, *(grads if isinstance(grads, tuple) else (grads,))]):
+                results[f"{name} {i}"] = value  # 0: the output, then the backward's gradients in order
+        return results
 
     whole = run_all()
-    monkeypatch.setattr(backend, "_BLOCK_BYTES", 40)  # blocks of one to three rows
-    monkeypatch.setattr(backend, "_threads", threads)
+    monkeypatch.setattr(backend, "_BLOCK_BYTES", 100)  # blocks of two LayerNorm / softmax rows, one image
     monkeypatch.setattr(backend, "_pool", None)
+    monkeypatch.setattr(backend, "_threads", 1)
+    one_thread = run_all()
+    monkeypatch.setattr(backend, "_threads", threads)
     blocked = run_all()
-    for a, b in zip(whole, blocked):
-        np.testing.assert_array_equal(a, b)
+    summed_by_block = {"layernorm 2", "layernorm 3"}  # dγ, dβ
+    for name, value in blocked.items():
+        np.testing.assert_array_equal(value, one_thread[name], err_msg=name)
+        if name in summed_by_block:
+            np.testing.assert_allclose(value, whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(value, whole[name], err_msg=name)

@@ -1,8 +1,14 @@
 """Every notebook runs top to bottom (the small size, MINIVIT_NOTEBOOK_SIZE=ci) and is committed without outputs."""
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from minivit import backend
+from minivit.train import load_checkpoint
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat, nbclient and ipykernel")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbformat, nbclient and ipykernel")
@@ -37,3 +43,24 @@ def test_runs_top_to_bottom(path, workdir, cifar_dir, monkeypatch):
     client.execute()
     images = sum(o.get("data", {}).get("image/png") is not None for c in notebook.cells for o in c.get("outputs", []))
     assert images > 0, f"{path.name} showed no figures"
+
+
+def test_notebook_03_trains_what_the_command_line_trains(workdir, cifar_dir):
+    """Notebook 03 writes the training loop out by hand and says it computes exactly what
+    `train --recipe quick` computes; at the ci size that is these flags (its section 6)."""
+    if backend.cupy_available():
+        pytest.skip("the notebook trains on CuPy where it can, and CuPy's sums need not repeat bit for bit")
+    saved = workdir / "runs" / "notebook03" / "model.npz"
+    if not saved.exists():
+        pytest.skip("needs the model of test_runs_top_to_bottom[03_train_cifar10], run in the same session")
+    flags = ["--recipe", "quick", "--dim", "32", "--depth", "1", "--heads", "2", "--mlp-dim", "64", "--epochs", "1",
+             "--batch-size", "64", "--train-subset", "2000", "--test-subset", "1000", "--no-progress"]  # fmt: skip
+    run_dir = workdir / "cli-run"
+    result = subprocess.run([sys.executable, "-m", "minivit", "train", *flags, "--run-dir", str(run_dir),
+                             "--data-dir", str(cifar_dir)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cli = load_checkpoint(run_dir / "checkpoint.npz")[0].state_dict()
+    with np.load(saved) as notebook:
+        assert sorted(notebook.files) == sorted(cli)
+        for name, value in cli.items():
+            assert np.array_equal(notebook[name], value), f"{name} differs between notebook 03 and the command line"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import minivit
-from minivit.train import STREAMS, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, step_seed, train
+from minivit.train import (RECIPES, STREAMS, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume,
+                           step_seed, train)  # fmt: skip
 
 # A one-block ViT on 2,048 images: a few seconds per run.
 SMALL = TrainConfig(model="mini", dim=32, depth=1, heads=2, mlp_dim=64, epochs=3, batch_size=64, lr=2e-3,
@@ -79,9 +80,25 @@ def test_random_streams_never_share_a_seed():
     positions = [(stream, epoch, step) for stream in STREAMS for epoch in range(4) for step in range(4)]
     seeds = {step_seed(0, *position) for position in positions}
     assert len(seeds) == len(positions)
-    assert step_seed(0, "shuffle", 1) == step_seed(0, "shuffle", 1, 0) != step_seed(1, "shuffle", 1)
     with pytest.raises(ValueError, match="stream must be one of"):
         step_seed(0, "noise", 0)
+
+
+def test_training_draws_each_stream_from_its_own_seeds(cifar_dir, tmp_path, monkeypatch):
+    """The loop asks for every stream (dropout too, when the model has dropout), and no two of its
+    generators share a seed."""
+    positions = []
+
+    def recording_step_seed(seed, stream, epoch, step=0):
+        positions.append((stream, epoch, step))
+        return step_seed(seed, stream, epoch, step)
+
+    monkeypatch.setattr(minivit.train, "step_seed", recording_step_seed)
+    config = replace(SMALL, epochs=2, dropout=0.1, train_subset=256)  # 4 steps per epoch
+    train(config, tmp_path / "run", data_dir=cifar_dir, progress=False)
+    assert {stream for stream, _, _ in positions} == set(STREAMS)
+    assert len(positions) == 2 * (1 + 4 * 2)  # per epoch: one shuffle, then augmentation and dropout per step
+    assert len({step_seed(config.seed, *position) for position in positions}) == len(positions)
 
 
 def test_same_seed_same_run_other_seed_differs(cifar_dir, tmp_path):
@@ -135,19 +152,25 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(reference, cifar_
     assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
 
 
-def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
-    """Ctrl-C at a chosen step of epoch 2: the checkpoint is mid-epoch, and resuming still ends bit-identical."""
-    run_dir = tmp_path / "mid-epoch"
+def ctrl_c_at_step(monkeypatch, config, epoch, step):
+    """Press Ctrl-C (SIGINT to this process) while training prepares step `step` of epoch `epoch` (1-based)."""
     real = minivit.train.augment
     calls = []
 
     def augment_then_ctrl_c(*args, **kwargs):
         calls.append(1)
-        if len(calls) == SMALL.train_subset // SMALL.batch_size + 5:  # step 5 of epoch 2
+        if len(calls) == (epoch - 1) * (config.train_subset // config.batch_size) + step:
             os.kill(os.getpid(), signal.SIGINT)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(minivit.train, "augment", augment_then_ctrl_c)
+    return real
+
+
+def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
+    """Ctrl-C at a chosen step of epoch 2: the checkpoint is mid-epoch, and resuming still ends bit-identical."""
+    run_dir = tmp_path / "mid-epoch"
+    real = ctrl_c_at_step(monkeypatch, SMALL, epoch=2, step=5)
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5") as stopped:
         train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
     assert f"--resume {run_dir}" in str(stopped.value) and f"minivit.train.resume('{run_dir}')" in str(stopped.value)
@@ -159,14 +182,29 @@ def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, 
     assert [m["train_loss"] for m in history] == [m["train_loss"] for m in reference[1]]
 
 
+def test_gpu_recipe_settings_with_dropout_resume_bit_identical(cifar_dir, tmp_path, monkeypatch):
+    """The gpu recipe's settings (mixup and CutMix on half the batches, its schedule) plus dropout, on NumPy
+    with a small model: every random stream is in use, and a run stopped mid-epoch still resumes bit-identical."""
+    config = replace(RECIPES["gpu"], backend="numpy", dim=32, depth=1, heads=2, mlp_dim=64, dropout=0.1, epochs=2,
+                     batch_size=64, warmup_epochs=0.5, train_subset=1024, test_subset=200)  # fmt: skip
+    uninterrupted = train(config, tmp_path / "uninterrupted", data_dir=cifar_dir, progress=False)
+    real = ctrl_c_at_step(monkeypatch, config, epoch=2, step=3)
+    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 3"):
+        train(config, tmp_path / "stopped", data_dir=cifar_dir, progress=False)
+    monkeypatch.setattr(minivit.train, "augment", real)
+    resumed = resume(tmp_path / "stopped", data_dir=cifar_dir, progress=False)
+    assert_bit_identical(checkpoint_params(tmp_path / "stopped")[0], checkpoint_params(tmp_path / "uninterrupted")[0])
+    assert [m["train_loss"] for m in resumed] == [m["train_loss"] for m in uninterrupted]
+
+
 def test_resume_refuses_a_checkpoint_of_an_earlier_format(reference, cifar_dir, tmp_path):
-    """Before the epoch's running sums were named, the state held them as a list."""
+    """Checkpoints from before the format number (format 1) had unnamed sums and other seeds."""
     arrays = dict(np.load(reference[0] / "checkpoint.npz"))
     meta = json.loads(str(arrays["meta"]))
-    meta["state"]["sums"] = [0.0, 0, 0]
+    del meta["format"]
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "checkpoint.npz", **arrays)
-    with pytest.raises(ValueError, match="written by an earlier minivit and cannot be resumed"):
+    with pytest.raises(ValueError, match="training state of format 1, this minivit resumes format 2 only"):
         resume(tmp_path, data_dir=cifar_dir, progress=False)
     load_checkpoint(tmp_path / "checkpoint.npz")  # evaluate and predict still read it
 

@@ -57,6 +57,6 @@ def layernorm_backward(dout, cache):
         g *= rstd[i]
 
     map_blocks(rows, xhat.shape[0], d * xhat.itemsize, xp)
-    blocks = [partial[start] for start in sorted(partial)]  # a fixed order, so runs repeat bit for bit
+    blocks = [partial[start] for start in sorted(partial)]  # in row order, so any thread count gives the same bits
     dgamma, dbeta = (sum(sums) for sums in zip(*blocks))
     return dx.reshape(dout.shape), dgamma, dbeta
