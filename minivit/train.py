@@ -3,10 +3,10 @@
     result = train(RECIPES["quick"], run_dir="runs/quick", source="cifar-10-python.tar.gz")
     result = resume("runs/quick")                       # continues a stopped or killed run
 
-Every random draw of a step (the shuffle of its epoch, its augmentation, its dropout masks) comes
-from generators seeded by (seed, stream, epoch, step). So the position in training is all the random state
-there is: a run resumed from any checkpoint takes exactly the steps an uninterrupted run would, and
-on NumPy ends with bit-identical parameters.
+Every random draw of a step (the shuffle of its epoch, its augmentation, its dropout masks and kept
+patches) comes from generators seeded by (seed, stream, epoch, step). So the position in training is
+all the random state there is: a run resumed from any checkpoint takes exactly the steps an
+uninterrupted run would, and on NumPy ends with bit-identical parameters.
 
 A run folder holds:
   config.json      the TrainConfig and the model's ViTConfig
@@ -49,6 +49,7 @@ class TrainConfig:
     mlp_dim: int | None = None
     pool: str | None = None
     dropout: float | None = None
+    patch_dropout: float | None = None
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
@@ -70,7 +71,8 @@ class TrainConfig:
     dtype: str = "float32"
 
     def model_config(self, num_classes):
-        overrides = {f: getattr(self, f) for f in ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout")}
+        overrides = {f: getattr(self, f) for f in ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout",
+                                                    "patch_dropout")}  # fmt: skip
         return preset(self.model, num_classes=num_classes, **{k: v for k, v in overrides.items() if v is not None})
 
     def augment_options(self):
@@ -272,8 +274,8 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                        disable=not progress, leave=False, unit="step")  # fmt: skip
             for step in range(start, steps_per_epoch):
                 rng = np.random.default_rng(step_seed(config.seed, "augment", epoch, step))
-                if model.config.dropout:
-                    backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's dropout masks
+                if model.config.dropout or model.config.patch_dropout:
+                    backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's masks and kept patches
                 idx = xp.asarray(batches[step])
                 x, targets = augment(train_images[idx], train_labels[idx], rng, **aug)
                 optimizer.lr = warmup_cosine(optimizer.step_count, total_steps, warmup_steps, config.lr, config.min_lr)

@@ -26,6 +26,7 @@ OPS = {
         {"num_heads": 3, "causal": True},
     ),
     "dropout": (ops.dropout_forward, ops.dropout_backward, (r(4, 4), 0.5), {}),
+    "patch_dropout": (ops.patch_dropout_forward, ops.patch_dropout_backward, (r(2, 9, 4), 0.5), {}),
     "mean_pool": (ops.mean_pool_forward, ops.mean_pool_backward, (r(2, 3, 4),), {}),
 }
 

@@ -109,6 +109,7 @@ def test_optimizer_state_mismatch(model):
         (dict(pool="max"), "pool must be 'cls' or 'mean'"),
         (dict(dim=10, heads=3), "dim 10 is not divisible by heads 3"),
         (dict(dropout=1.0), r"dropout probability must be in \[0, 1\)"),
+        (dict(patch_dropout=-0.5), r"patch dropout probability must be in \[0, 1\)"),
     ],
 )
 def test_bad_model_config(kwargs, message):

@@ -26,6 +26,7 @@ def randomize(module, seed=0, scale=0.5):
         (lambda: nn.GELU(), (2, 5)),
         (lambda: nn.GELU(approximate=True), (2, 5)),
         (lambda: nn.Dropout(0.3), (4, 6)),
+        (lambda: nn.PatchDropout(0.5), (3, 7, 4)),
         (lambda: nn.MultiHeadAttention(6, 3), (2, 5, 6)),
         (lambda: nn.MultiHeadAttention(4, 1, causal=True), (1, 3, 4)),
         (lambda: nn.MultiHeadAttention(8, 2, dropout=0.2, causal=True), (2, 7, 8)),
@@ -33,8 +34,8 @@ def randomize(module, seed=0, scale=0.5):
         (lambda: nn.Block(6, 2, 10), (2, 5, 6)),
         (lambda: nn.Block(6, 3, 5, dropout=0.1, causal=True), (1, 4, 6)),
     ],
-    ids=["linear", "linear-nobias", "layernorm", "gelu", "gelu-tanh", "dropout", "msa", "msa-causal-1head",
-         "msa-dropout", "mlp", "block", "block-causal-dropout"],
+    ids=["linear", "linear-nobias", "layernorm", "gelu", "gelu-tanh", "dropout", "patch-dropout", "msa",
+         "msa-causal-1head", "msa-dropout", "mlp", "block", "block-causal-dropout"],
 )
 def test_module(rand, make, shape):
     module = randomize(make())
@@ -56,16 +57,16 @@ TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2, 
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout):
+@pytest.mark.parametrize("dropout, patch_dropout", [(0.0, 0.0), (0.1, 0.0), (0.0, 0.5)])
+def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout):
     """Every parameter (class token and position embedding included) and the images, through
     the cross-entropy loss with label smoothing."""
-    model = randomize(ViT(**TINY, pool=pool, dropout=dropout))
+    model = randomize(ViT(**TINY, pool=pool, dropout=dropout, patch_dropout=patch_dropout))
     images = rand(2, 8, 8, 3)
     labels = xp.asarray([0, 2])
 
     def logits():
-        backend.seed(0)  # the same dropout masks on every evaluation
+        backend.seed(0)  # the same dropout masks and kept patches on every evaluation
         return model.forward(images)
 
     def loss():

@@ -60,6 +60,34 @@ def test_train_eval_switches_dropout_everywhere():
     assert not np.array_equal(model(images), model(images))
 
 
+def test_patch_dropout_keeps_the_class_token_and_a_random_share_of_each_images_patches():
+    x = np.random.default_rng(0).standard_normal((16, 65, 8)).astype(np.float32)  # (B, 1 + 64 patches, D)
+    out, (keep, shape) = ops.patch_dropout_forward(x, 0.25, rng=np.random.default_rng(1))
+    assert out.shape == (16, 1 + 48, 8) and keep.shape == (16, 49) and shape == x.shape
+    assert (keep[:, 0] == 0).all() and (np.diff(keep, axis=1) > 0).all()  # the class token, then patches in order
+    np.testing.assert_array_equal(out, np.stack([x[i, keep[i]] for i in range(16)]))
+    assert len({tuple(row) for row in keep}) == 16  # every image keeps its own subset
+    counts = np.bincount(keep[:, 1:].ravel(), minlength=65)[1:]
+    assert counts.min() > 0  # over the batch every patch position is kept somewhere
+    same, _ = ops.patch_dropout_forward(x, 0.25, train=False)
+    assert same is x
+    with pytest.raises(ValueError, match=r"patch dropout probability must be in \[0, 1\)"):
+        ops.patch_dropout_forward(x, 1.0)
+    with pytest.raises(ValueError, match=r"tokens \(B, T, D\)"):
+        ops.patch_dropout_forward(x[0], 0.5)
+
+
+def test_patch_dropout_shortens_training_only():
+    images = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    full, dropping = ViT(**SMALL), ViT(**SMALL, patch_dropout=0.5)  # 4 patches: 2 kept while training
+    dropping.load_state_dict(full.state_dict())
+    dropping(images)
+    assert dropping.attention_maps()[0].shape == (2, 2, 1 + 2, 1 + 2)
+    dropping.eval()
+    np.testing.assert_array_equal(dropping(images), full(images))
+    assert dropping.attention_maps()[0].shape == (2, 2, 1 + 4, 1 + 4)
+
+
 def test_state_dict_round_trip_through_npz(tmp_path):
     a, b = ViT(**SMALL), ViT(**SMALL)
     path = tmp_path / "model.npz"

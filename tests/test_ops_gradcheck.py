@@ -98,3 +98,16 @@ def test_patchify(rand, shape, p):
     dout = rand(*patches.shape)
     dx = ops.patchify_backward(dout, p, shape[-3:-1])
     assert_close([relative_error(dx, numerical_gradient(lambda: ops.patchify(x, p), x, dout))])
+
+
+@pytest.mark.parametrize("b, t, p, num_prefix", [(1, 5, 0.5, 1), (3, 9, 0.25, 1), (2, 6, 0.7, 0), (2, 4, 0.0, 1)])
+def test_patch_dropout(xp, rand, b, t, p, num_prefix):
+    from minivit import backend
+
+    x = rand(b, t, 3)
+
+    def forward(x):  # the same tokens kept on every call: a fixed function to differentiate
+        generator = backend.use_module(backend.module_name(x)).random.default_rng(5)
+        return ops.patch_dropout_forward(x, p, train=True, rng=generator, num_prefix=num_prefix)
+
+    assert_close(check_op(forward, ops.patch_dropout_backward, x))

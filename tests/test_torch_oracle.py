@@ -232,6 +232,21 @@ def test_dropout(p):
     assert_close(dx, tx.grad, "dx")
 
 
+@pytest.mark.parametrize("p, num_prefix", [(0.5, 1), (0.3, 0)])
+def test_patch_dropout(p, num_prefix):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 9, 4))
+    out, (keep, _) = ops.patch_dropout_forward(x, p, train=True, rng=np.random.default_rng(14), num_prefix=num_prefix)
+    dout = rng.standard_normal(out.shape)
+    dx = ops.patch_dropout_backward(dout, (keep, x.shape))
+
+    tx = to_t(x, grad=True)
+    tout = torch.gather(tx, 1, torch.from_numpy(keep)[..., None].expand(-1, -1, x.shape[2]))  # the kept tokens
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+
+
 @pytest.mark.parametrize("shape, patch", [((2, 8, 8, 3), 4), ((1, 6, 9, 2), 3), ((3, 4, 4, 1), 1), ((2, 4, 4, 3), 4)])
 def test_patchify(shape, patch):
     rng = np.random.default_rng(10)

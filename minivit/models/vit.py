@@ -13,7 +13,7 @@
 from dataclasses import asdict, dataclass, replace
 
 from .. import backend, ops
-from ..nn import Block, Dropout, LayerNorm, Linear, Module, new_parameter, trunc_normal
+from ..nn import Block, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ViTConfig:
     pool: str = "cls"  # "cls": class token (Eq. 4); "mean": average of the patch tokens (GAP)
     dropout: float = 0.0
     in_channels: int = 3
+    patch_dropout: float = 0.0  # share of patch tokens each image drops while training (PatchDropout)
 
 
 PRESETS = {
@@ -58,9 +59,9 @@ class ViT(Module):
     """
 
     def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
-                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3):
+                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0):
         self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
-                                pool, dropout, in_channels)
+                                pool, dropout, in_channels, patch_dropout)
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
         if image_size % patch_size:
@@ -75,6 +76,7 @@ class ViT(Module):
             self.cls_token = new_parameter(trunc_normal((1, 1, dim)), decay=False)
         self.pos_embed = new_parameter(trunc_normal((1, num_tokens, dim)), decay=False)
         self.dropout = Dropout(dropout)
+        self.patch_dropout = PatchDropout(patch_dropout, num_prefix=int(pool == "cls"))
         self.blocks = [Block(dim, heads, mlp_dim, dropout) for _ in range(depth)]
         self.norm = LayerNorm(dim)
         self.head = Linear(dim, num_classes)
@@ -118,6 +120,7 @@ class ViT(Module):
             x = xp.concatenate([cls, x], axis=1)  # (B, T, D)
         x = x + self.pos_embed.data  # z_0, Eq. 1
         x = self.dropout(x)
+        x = self.patch_dropout(x)  # (B, T', D): while training, T' ≤ T tokens with patch_dropout > 0
         for block in self.blocks:
             x = block(x)  # Eq. 2-3
         if self.config.pool == "cls":
@@ -138,7 +141,7 @@ class ViT(Module):
             dx = self.norm.backward(ops.mean_pool_backward(dpooled, self._pool_cache))
         for block in reversed(self.blocks):
             dx = block.backward(dx)
-        dx = self.dropout.backward(dx)  # (B, T, D)
+        dx = self.dropout.backward(self.patch_dropout.backward(dx))  # (B, T, D)
         self.pos_embed.grad += dx.sum(axis=0, keepdims=True)
         if self.config.pool == "cls":
             self.cls_token.grad += dx[:, :1].sum(axis=0, keepdims=True)

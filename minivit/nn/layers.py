@@ -74,6 +74,25 @@ class Dropout(Module):
         return ops.dropout_backward(dout, self._cache)
 
 
+class PatchDropout(Module):
+    """Keep a random share 1 - p of each image's patch tokens while training (the first
+    `num_prefix`, the class token, always); the identity in eval()."""
+
+    def __init__(self, p=0.0, num_prefix=1):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"patch dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.num_prefix = num_prefix
+
+    def forward(self, x):
+        """x: (B, T, D) -> (B, num_prefix + K, D), K of the T - num_prefix patch tokens"""
+        out, self._cache = ops.patch_dropout_forward(x, self.p, self.training, num_prefix=self.num_prefix)
+        return out
+
+    def backward(self, dout):
+        return ops.patch_dropout_backward(dout, self._cache)
+
+
 class Embedding(Module):
     """A (num_embeddings, dim) table looked up by integer ids."""
 

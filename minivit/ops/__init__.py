@@ -14,6 +14,7 @@ from .gelu import gelu_backward, gelu_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import cross_entropy_backward, cross_entropy_forward
+from .patch_dropout import patch_dropout_backward, patch_dropout_forward
 from .patches import patchify, patchify_backward, unpatchify
 from .pooling import mean_pool_backward, mean_pool_forward
 from .softmax import softmax_backward, softmax_forward
@@ -36,6 +37,8 @@ __all__ = [
     "linear_forward",
     "mean_pool_backward",
     "mean_pool_forward",
+    "patch_dropout_backward",
+    "patch_dropout_forward",
     "patchify",
     "patchify_backward",
     "softmax_backward",
