@@ -26,6 +26,7 @@ HELP = {
     "dataset": "cifar10 or cifar100",
     "model": "ViT preset (tiny, mini); --patch-size ... --dropout override its fields",
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
+    "stem": "3×3 stride-2 convolutions before the patches (the paper's hybrid; 0: off)",
     "epochs": "number of epochs",
     "batch_size": "images per step",
     "lr": "peak learning rate (AdamW), reached after warmup",

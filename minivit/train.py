@@ -50,6 +50,7 @@ class TrainConfig:
     pool: str | None = None
     dropout: float | None = None
     patch_dropout: float | None = None
+    stem: int | None = None
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
@@ -72,7 +73,7 @@ class TrainConfig:
 
     def model_config(self, num_classes):
         overrides = {f: getattr(self, f) for f in ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout",
-                                                    "patch_dropout")}  # fmt: skip
+                                                    "patch_dropout", "stem")}  # fmt: skip
         return preset(self.model, num_classes=num_classes, **{k: v for k, v in overrides.items() if v is not None})
 
     def augment_options(self):

@@ -15,6 +15,7 @@ def r(*shape):
 
 OPS = {
     "linear": (ops.linear_forward, ops.linear_backward, (r(2, 3, 4), r(4, 5), r(5)), {}),
+    "conv2d": (ops.conv2d_forward, ops.conv2d_backward, (r(2, 6, 6, 3), r(3, 3, 3, 4), r(4)), {"stride": 2, "padding": 1}),
     "layernorm": (ops.layernorm_forward, ops.layernorm_backward, (r(2, 3, 4), r(4), r(4)), {}),
     "gelu": (ops.gelu_forward, ops.gelu_backward, (r(2, 3),), {}),
     "gelu-tanh": (ops.gelu_forward, ops.gelu_backward, (r(2, 3),), {"approximate": True}),
@@ -50,10 +51,11 @@ def test_other_ops_keep_float32():
     assert patches.dtype == F32 and ops.unpatchify(patches, 4, 8).dtype == F32
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("pool, stem", [("cls", 0), ("mean", 0), ("cls", 1)])
 @pytest.mark.parametrize("opt_class", [AdamW, SGD])
-def test_model_and_optimizer_keep_float32(pool, opt_class):
-    model = ViT(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2, mlp_dim=8, pool=pool, dropout=0.1)
+def test_model_and_optimizer_keep_float32(pool, stem, opt_class):
+    model = ViT(image_size=8, patch_size=4 >> stem, num_classes=3, dim=8, depth=2, heads=2, mlp_dim=8, pool=pool,
+                dropout=0.1, stem=stem)  # fmt: skip
     opt = opt_class(model.parameters(), lr=1e-2)
     images = np.random.default_rng(0).random((4, 8, 8, 3), dtype=F32)
     logits = model(images)

@@ -110,11 +110,23 @@ def test_optimizer_state_mismatch(model):
         (dict(dim=10, heads=3), "dim 10 is not divisible by heads 3"),
         (dict(dropout=1.0), r"dropout probability must be in \[0, 1\)"),
         (dict(patch_dropout=-0.5), r"patch dropout probability must be in \[0, 1\)"),
+        (dict(stem=2), "image 8×8 is not divisible by patch 4 after a stem of 2 stride-2 convolutions"),
+        (dict(stem=-1), "stem must be >= 0"),
     ],
 )
 def test_bad_model_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ViT(**{**SMALL, **kwargs})
+
+
+def test_conv2d_shape_mismatches():
+    images = np.zeros((2, 6, 6, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"expected a kernel \(k, k, 3, F\) for 3 channels, got \(3, 3, 4, 8\)"):
+        ops.conv2d_forward(images, np.zeros((3, 3, 4, 8), np.float32), None)
+    with pytest.raises(ValueError, match=r"expected images \(B, H, W, C\), got an array of shape \(6, 6, 3\)"):
+        ops.conv2d_forward(images[0], np.zeros((3, 3, 3, 8), np.float32), None)
+    with pytest.raises(ValueError, match="a 9×9 kernel does not fit a 6×6 image padded by 1"):
+        ops.conv2d_forward(images, np.zeros((9, 9, 3, 8), np.float32), None, padding=1)
 
 
 def test_linear_feature_mismatch():

@@ -22,6 +22,7 @@ def randomize(module, seed=0, scale=0.5):
     [
         (lambda: nn.Linear(5, 3), (2, 4, 5)),
         (lambda: nn.Linear(4, 1, bias=False), (1, 4)),
+        (lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1), (2, 5, 5, 2)),
         (lambda: nn.LayerNorm(6), (3, 6)),
         (lambda: nn.GELU(), (2, 5)),
         (lambda: nn.GELU(approximate=True), (2, 5)),
@@ -34,7 +35,7 @@ def randomize(module, seed=0, scale=0.5):
         (lambda: nn.Block(6, 2, 10), (2, 5, 6)),
         (lambda: nn.Block(6, 3, 5, dropout=0.1, causal=True), (1, 4, 6)),
     ],
-    ids=["linear", "linear-nobias", "layernorm", "gelu", "gelu-tanh", "dropout", "patch-dropout", "msa",
+    ids=["linear", "linear-nobias", "conv2d", "layernorm", "gelu", "gelu-tanh", "dropout", "patch-dropout", "msa",
          "msa-causal-1head", "msa-dropout", "mlp", "block", "block-causal-dropout"],
 )
 def test_module(rand, make, shape):
@@ -57,11 +58,13 @@ TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=8, depth=2, heads=2, 
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
-@pytest.mark.parametrize("dropout, patch_dropout", [(0.0, 0.0), (0.1, 0.0), (0.0, 0.5)])
-def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout):
-    """Every parameter (class token and position embedding included) and the images, through
-    the cross-entropy loss with label smoothing."""
-    model = randomize(ViT(**TINY, pool=pool, dropout=dropout, patch_dropout=patch_dropout))
+@pytest.mark.parametrize("dropout, patch_dropout, stem", [(0.0, 0.0, 0), (0.1, 0.0, 0), (0.0, 0.5, 0), (0.0, 0.5, 1)],
+                         ids=["plain", "dropout", "patch-dropout", "hybrid"])  # fmt: skip
+def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout, stem):
+    """Every parameter (class token, position embedding and the hybrid's stem included) and the
+    images, through the cross-entropy loss with label smoothing."""
+    config = dict(TINY, patch_size=TINY["patch_size"] >> stem)  # the same 4 tokens from the stem's feature map
+    model = randomize(ViT(**config, pool=pool, dropout=dropout, patch_dropout=patch_dropout, stem=stem))
     images = rand(2, 8, 8, 3)
     labels = xp.asarray([0, 2])
 
@@ -74,6 +77,7 @@ def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout)
 
     names = [name for name, _ in model.named_parameters()]
     assert ("cls_token" in names) == (pool == "cls") and "pos_embed" in names
+    assert ("stem.0.weight" in names) == (stem > 0)
 
     _, cache = ops.cross_entropy_forward(logits(), labels, label_smoothing=0.1)
     model.zero_grad()

@@ -25,6 +25,21 @@ def test_parameter_names_and_shapes():
     assert mean.pos_embed.shape == (1, 4, 8)
 
 
+def test_hybrid_stem_halves_the_side_and_doubles_the_width_up_to_half_the_dim():
+    model = ViT(image_size=32, patch_size=1, num_classes=3, dim=64, depth=1, heads=2, mlp_dim=8, stem=2)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    assert shapes["stem.0.weight"] == (3, 3, 3, 16) and shapes["stem.1.weight"] == (16,)  # 32×32 -> 16×16×16
+    assert shapes["stem.3.weight"] == (3, 3, 16, 32) and shapes["stem.4.weight"] == (32,)  # -> 8×8×32
+    assert shapes["patch_embed.weight"] == (32, 64) and shapes["pos_embed"] == (1, 8 * 8 + 1, 64)
+    assert {name for name, p in model.named_parameters() if p.decay and name.startswith("stem")} == {
+        "stem.0.weight", "stem.3.weight"}  # fmt: skip
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 3)
+    with pytest.raises(ValueError, match="not divisible by patch 4 after a stem of 2 stride-2 convolutions"):
+        ViT(image_size=8, patch_size=4, dim=8, heads=2, stem=2)
+    with pytest.raises(ValueError, match="stem must be >= 0"):
+        ViT(image_size=32, patch_size=1, dim=4, heads=2, stem=3)
+
+
 def test_weight_decay_flags():
     decayed = {name for name, p in ViT(**SMALL).named_parameters() if p.decay}
     assert decayed == {
@@ -165,6 +180,15 @@ def test_patchify_order_and_round_trip():
     np.testing.assert_array_equal(ops.unpatchify(patches, 2, 4), image)
     batch = np.random.default_rng(0).random((3, 8, 12, 3))
     np.testing.assert_array_equal(ops.unpatchify(ops.patchify(batch, 4), 4, (8, 12)), batch)
+
+
+def test_a_convolution_with_kernel_and_stride_p_is_the_patch_embedding():
+    """Eq. 1's x_p E is a P×P convolution with stride P: its kernel, reshaped to (P²C, D), is E."""
+    rng = np.random.default_rng(6)
+    images, kernel, bias = rng.standard_normal((2, 8, 12, 3)), rng.standard_normal((4, 4, 3, 5)), rng.standard_normal(5)
+    conv, _ = ops.conv2d_forward(images, kernel, bias, stride=4)  # (B, 2, 3, D)
+    embedded, _ = ops.linear_forward(ops.patchify(images, 4), kernel.reshape(4 * 4 * 3, 5), bias)  # (B, 6, D)
+    np.testing.assert_allclose(conv.reshape(2, 6, 5), embedded, rtol=1e-12, atol=1e-12)
 
 
 def test_softmax_is_stable_for_large_logits():

@@ -86,6 +86,26 @@ def test_embedding(xp, rand, ids_shape):
     assert_close(check_op(ops.embedding_forward, ops.embedding_backward, ids, rand(4, 3)))
 
 
+@pytest.mark.parametrize(
+    "x_shape, k, f, stride, padding",
+    [((1, 3, 3, 1), 1, 1, 1, 0), ((2, 5, 5, 3), 3, 4, 1, 1), ((2, 8, 8, 2), 3, 3, 2, 1), ((1, 7, 6, 2), 2, 3, 3, 0),
+     ((1, 4, 8, 3), 4, 2, 4, 0)],
+    ids=["1x1", "same", "stride2", "stride3-ragged", "patches"],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d(rand, x_shape, k, f, stride, padding, bias):
+    x, w = rand(*x_shape), rand(k, k, x_shape[3], f)
+    if bias:
+        assert_close(check_op(ops.conv2d_forward, ops.conv2d_backward, x, w, rand(f), stride=stride, padding=padding))
+    else:
+        out, cache = ops.conv2d_forward(x, w, None, stride, padding)
+        dout = rand(*out.shape)
+        dx, dw, db = ops.conv2d_backward(dout, cache)
+        assert db is None
+        f = lambda: ops.conv2d_forward(x, w, None, stride, padding)[0]  # noqa: E731
+        assert_close([relative_error(dx, numerical_gradient(f, x, dout)), relative_error(dw, numerical_gradient(f, w, dout))])
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 5, 4)])
 def test_mean_pool(rand, shape):
     assert_close(check_op(ops.mean_pool_forward, ops.mean_pool_backward, rand(*shape)))

@@ -52,6 +52,12 @@ def torch_patchify(images, p):
     return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
+def torch_conv2d(x, w, b, stride, padding):
+    """NHWC images and an HWIO kernel through torch's NCHW / OIHW convolution."""
+    out = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b, stride=stride, padding=padding)
+    return out.permute(0, 2, 3, 1)
+
+
 def torch_attention(x, w_qkv, b_qkv, w_out, b_out, heads, causal=False):
     """Multi-head self-attention from the spec; returns out (B, T, D) and the weights (B, H, T, T)."""
     b, t, d = x.shape
@@ -247,6 +253,23 @@ def test_patch_dropout(p, num_prefix):
     assert_close(dx, tx.grad, "dx")
 
 
+@pytest.mark.parametrize("x_shape, k, stride, padding", [((2, 7, 7, 3), 3, 1, 1), ((2, 8, 8, 3), 3, 2, 1), ((1, 9, 6, 2), 2, 3, 0)])
+def test_conv2d(x_shape, k, stride, padding):
+    rng = np.random.default_rng(15)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal((k, k, x_shape[3], 4)), rng.standard_normal(4)
+    out, cache = ops.conv2d_forward(x, w, b, stride, padding)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = ops.conv2d_backward(dout, cache)
+
+    tx, tw, tb = to_t(x, grad=True), to_t(w, grad=True), to_t(b, grad=True)
+    tout = torch_conv2d(tx, tw, tb, stride, padding)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+    assert_close(dw, tw.grad, "dw")
+    assert_close(db, tb.grad, "db")
+
+
 @pytest.mark.parametrize("shape, patch", [((2, 8, 8, 3), 4), ((1, 6, 9, 2), 3), ((3, 4, 4, 1), 1), ((2, 4, 4, 3), 4)])
 def test_patchify(shape, patch):
     rng = np.random.default_rng(10)
@@ -272,9 +295,13 @@ def torch_vit(images, params, config):
         return x @ params[f"{name}.weight"] + params[f"{name}.bias"]
 
     def layer_norm(x, name):
-        return F.layer_norm(x, (config.dim,), params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
+        return F.layer_norm(x, x.shape[-1:], params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
 
-    x = linear(torch_patchify(images, config.patch_size), "patch_embed")
+    x = images
+    for i in range(config.stem):  # the hybrid's stem: conv, LayerNorm over channels, GELU
+        conv = torch_conv2d(x, params[f"stem.{3 * i}.weight"], params[f"stem.{3 * i}.bias"], stride=2, padding=1)
+        x = F.gelu(layer_norm(conv, f"stem.{3 * i + 1}"))
+    x = linear(torch_patchify(x, config.patch_size), "patch_embed")
     if config.pool == "cls":
         x = torch.cat([params["cls_token"].expand(x.shape[0], 1, config.dim), x], dim=1)
     x = x + params["pos_embed"]
@@ -294,9 +321,11 @@ def torch_vit(images, params, config):
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
-def test_vit(pool):
+@pytest.mark.parametrize("stem", [0, 2])
+def test_vit(pool, stem):
     rng = np.random.default_rng(11)
-    model = ViT(image_size=8, patch_size=4, num_classes=5, dim=12, depth=2, heads=3, mlp_dim=20, pool=pool)
+    model = ViT(image_size=8, patch_size=4 >> stem, num_classes=5, dim=12, depth=2, heads=3, mlp_dim=20, pool=pool,
+                stem=stem)  # fmt: skip
     model.to(dtype=np.float64)
     for p in model.parameters():
         p.data[...] = rng.standard_normal(p.shape) * 0.3  # LayerNorm weights not all ones, biases not zero

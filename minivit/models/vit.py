@@ -5,6 +5,9 @@
     z_l  = MLP(LN(z'_l)) + z'_l                           (Eq. 3)
     y    = LN(z_L^0)                                      (Eq. 4), then a linear head
 
+With stem = n > 0 it is the paper's hybrid (Sec. 3.1): the patches x_p are cut from the feature map
+of n 3×3 stride-2 convolutions (each followed by LayerNorm and GELU) instead of from the image.
+
     model = ViT.from_preset("tiny")           # or ViT(image_size=32, patch_size=4, ...)
     logits = model(images)                    # images (B, H, W, C) float -> (B, num_classes)
     model.backward(dlogits)                   # fills every parameter's .grad
@@ -13,7 +16,7 @@
 from dataclasses import asdict, dataclass, replace
 
 from .. import backend, ops
-from ..nn import Block, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
+from ..nn import GELU, Block, Conv2d, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class ViTConfig:
     dropout: float = 0.0
     in_channels: int = 3
     patch_dropout: float = 0.0  # share of patch tokens each image drops while training (PatchDropout)
+    stem: int = 0  # 3×3 stride-2 convolutions before the patches (the hybrid, Sec. 3.1); widths ..., D/4, D/2
 
 
 PRESETS = {
@@ -50,7 +54,8 @@ class ViT(Module):
     """Vision Transformer classifier.
 
     Parameters (names as in state_dict()):
-      patch_embed  Linear(P²C, D)      E
+      stem.i       Conv2d, LayerNorm, GELU, repeated `stem` times (hybrid only)
+      patch_embed  Linear(P²C, D)      E, C the channels of the image or of the stem's feature map
       cls_token    (1, 1, D)           x_class (pool="cls" only)
       pos_embed    (1, T, D)           E_pos, T = N + 1 with a class token, N without
       blocks.i     Block               Eq. 2-3
@@ -59,19 +64,27 @@ class ViT(Module):
     """
 
     def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
-                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0):
+                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0):
         self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
-                                pool, dropout, in_channels, patch_dropout)
+                                pool, dropout, in_channels, patch_dropout, stem)
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if image_size % patch_size:
-            raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}")
+        if stem < 0 or dim >> stem < 1:
+            raise ValueError(f"stem must be >= 0 with dim / 2^stem >= 1 (its first width), got stem {stem}, dim {dim}")
+        if image_size % (patch_size << stem):
+            after = f" after a stem of {stem} stride-2 convolutions" if stem else ""
+            raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}{after}")
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        num_patches = (image_size // patch_size) ** 2
+        self.feature_size = image_size >> stem  # the side of what the patches are cut from
+        num_patches = (self.feature_size // patch_size) ** 2
         num_tokens = num_patches + (pool == "cls")
 
-        self.patch_embed = Linear(patch_size * patch_size * in_channels, dim)
+        self.stem, channels = [], in_channels
+        for width in (dim >> (stem - i) for i in range(stem)):  # halving the side, doubling the width
+            self.stem += [Conv2d(channels, width, 3, stride=2, padding=1), LayerNorm(width), GELU()]
+            channels = width
+        self.patch_embed = Linear(patch_size * patch_size * channels, dim)
         if pool == "cls":
             self.cls_token = new_parameter(trunc_normal((1, 1, dim)), decay=False)
         self.pos_embed = new_parameter(trunc_normal((1, num_tokens, dim)), decay=False)
@@ -113,7 +126,10 @@ class ViT(Module):
         self._check_images(images)
         xp = backend.array_module(images)
         b = images.shape[0]
-        x = ops.patchify(images, self.config.patch_size)  # (B, N, P²C)
+        x = images
+        for layer in self.stem:
+            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, D/2) after n of them
+        x = ops.patchify(x, self.config.patch_size)  # (B, N, P²C)
         x = self.patch_embed(x)  # (B, N, D): x_p E
         if self.config.pool == "cls":
             cls = xp.broadcast_to(self.cls_token.data, (b, 1, x.shape[2]))
@@ -147,7 +163,10 @@ class ViT(Module):
             self.cls_token.grad += dx[:, :1].sum(axis=0, keepdims=True)
             dx = dx[:, 1:]
         dpatches = self.patch_embed.backward(dx)  # (B, N, P²C)
-        return ops.patchify_backward(dpatches, self.config.patch_size, self.config.image_size)
+        dx = ops.patchify_backward(dpatches, self.config.patch_size, self.feature_size)
+        for layer in reversed(self.stem):
+            dx = layer.backward(dx)
+        return dx  # (B, H, W, C)
 
     def attention_maps(self):
         """The attention weights of the last forward, one (B, H, T, T) array per block."""

@@ -26,6 +26,28 @@ class Linear(Module):
         return dx
 
 
+class Conv2d(Module):
+    """NHWC convolution; kernel (k, k, in_channels, out_channels) ~ truncated N(0, 1/(k²·in_channels))
+    (LeCun normal, Flax's default for convolutions), b = 0."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        fan_in = kernel_size * kernel_size * in_channels
+        self.weight = new_parameter(trunc_normal((kernel_size, kernel_size, in_channels, out_channels), std=fan_in**-0.5))
+        self.bias = new_parameter(np.zeros(out_channels), decay=False)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        """x: (B, H, W, in_channels) -> (B, H', W', out_channels)"""
+        out, self._cache = ops.conv2d_forward(x, self.weight.data, self.bias.data, self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = ops.conv2d_backward(dout, self._cache)
+        self.weight.grad += dw
+        self.bias.grad += db
+        return dx
+
+
 class LayerNorm(Module):
     """Normalise the last axis, then scale by γ (ones) and shift by β (zeros)."""
 

@@ -8,6 +8,7 @@ whatever backend their inputs live on.
 """
 
 from .attention import AttentionCache, attention_backward, attention_forward
+from .conv import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
@@ -23,6 +24,8 @@ __all__ = [
     "AttentionCache",
     "attention_backward",
     "attention_forward",
+    "conv2d_backward",
+    "conv2d_forward",
     "cross_entropy_backward",
     "cross_entropy_forward",
     "dropout_backward",
