@@ -15,6 +15,11 @@ def _out_size(size, k, stride, padding):
     return (size + 2 * padding - k) // stride + 1
 
 
+def _met_by(i, j, stride, ho, wo):
+    """Index of the padded pixels that kernel entry (i, j) meets, one per output pixel: (B, H', W', C)."""
+    return slice(None), slice(i, i + stride * ho, stride), slice(j, j + stride * wo, stride)
+
+
 def conv2d_forward(x, w, b, stride=1, padding=0):
     """
     x: (B, H, W, C)   w: (k, k, C, F), the (H, W, in, out) layout of the paper's JAX code   b: (F,) or None
@@ -36,7 +41,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     cols = xp.empty((n, ho, wo, k, k, c), dtype=x.dtype)  # every output pixel's window
     for i in range(k):
         for j in range(k):
-            cols[:, :, :, i, j] = padded[:, i : i + stride * ho : stride, j : j + stride * wo : stride]
+            cols[:, :, :, i, j] = padded[_met_by(i, j, stride, ho, wo)]
     out, linear_cache = linear_forward(cols.reshape(n, ho, wo, k * k * c), w.reshape(k * k * c, -1), b)
     return out, (linear_cache, x.shape, w.shape, stride, padding)
 
@@ -58,5 +63,5 @@ def conv2d_backward(dout, cache):
     dpadded = array_module(dout).zeros((n, h + 2 * padding, wd + 2 * padding, c), dtype=dout.dtype)
     for i in range(k):
         for j in range(k):
-            dpadded[:, i : i + stride * ho : stride, j : j + stride * wo : stride] += dcols[:, :, :, i, j]
+            dpadded[_met_by(i, j, stride, ho, wo)] += dcols[:, :, :, i, j]
     return dpadded[:, padding : padding + h, padding : padding + wd], dw.reshape(w_shape), db
