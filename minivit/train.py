@@ -114,8 +114,9 @@ class TrainConfig:
 RECIPES = {
     # A first look: 9 minutes on 2 CPU cores, 44.9 % test accuracy (measured, see the README).
     "quick": TrainConfig(model="mini", epochs=2, warmup_epochs=0.3, lr=2e-3),
-    # The CPU recipe: the hybrid mini ViT (a 2-convolution stem, 1×1 patches of its 8×8 map) training on half
-    # of each image's tokens (PatchDropout), 40 epochs. Short schedules learn fastest without mixup.
+    # The CPU recipe: 110 minutes on 2 cores, 77.7 % (measured). The hybrid mini ViT (a 2-convolution stem,
+    # 1×1 patches of its 8×8 map) on half of each image's tokens (PatchDropout). Short schedules learn fastest
+    # without mixup.
     "cpu": TrainConfig(model="mini", stem=2, patch_size=1, patch_dropout=0.5, epochs=40, lr=2e-3, warmup_epochs=1.0),
     # The GPU recipe (CuPy): ViT-Tiny width, 200 epochs, with the regularisers small-data ViTs need.
     "gpu": TrainConfig(

@@ -15,7 +15,8 @@ def r(*shape):
 
 OPS = {
     "linear": (ops.linear_forward, ops.linear_backward, (r(2, 3, 4), r(4, 5), r(5)), {}),
-    "conv2d": (ops.conv2d_forward, ops.conv2d_backward, (r(2, 6, 6, 3), r(3, 3, 3, 4), r(4)), {"stride": 2, "padding": 1}),
+    "conv2d": (ops.conv2d_forward, ops.conv2d_backward, (r(2, 6, 6, 3), r(3, 3, 3, 4), r(4)),
+               {"stride": 2, "padding": 1}),
     "layernorm": (ops.layernorm_forward, ops.layernorm_backward, (r(2, 3, 4), r(4), r(4)), {}),
     "gelu": (ops.gelu_forward, ops.gelu_backward, (r(2, 3),), {}),
     "gelu-tanh": (ops.gelu_forward, ops.gelu_backward, (r(2, 3),), {"approximate": True}),

@@ -103,7 +103,8 @@ def test_conv2d(rand, x_shape, k, f, stride, padding, bias):
         dx, dw, db = ops.conv2d_backward(dout, cache)
         assert db is None
         f = lambda: ops.conv2d_forward(x, w, None, stride, padding)[0]  # noqa: E731
-        assert_close([relative_error(dx, numerical_gradient(f, x, dout)), relative_error(dw, numerical_gradient(f, w, dout))])
+        assert_close([relative_error(dx, numerical_gradient(f, x, dout)),
+                      relative_error(dw, numerical_gradient(f, w, dout))])
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 5, 4)])

@@ -253,7 +253,8 @@ def test_patch_dropout(p, num_prefix):
     assert_close(dx, tx.grad, "dx")
 
 
-@pytest.mark.parametrize("x_shape, k, stride, padding", [((2, 7, 7, 3), 3, 1, 1), ((2, 8, 8, 3), 3, 2, 1), ((1, 9, 6, 2), 2, 3, 0)])
+@pytest.mark.parametrize("x_shape, k, stride, padding",
+                         [((2, 7, 7, 3), 3, 1, 1), ((2, 8, 8, 3), 3, 2, 1), ((1, 9, 6, 2), 2, 3, 0)])  # fmt: skip
 def test_conv2d(x_shape, k, stride, padding):
     rng = np.random.default_rng(15)
     x, w, b = rng.standard_normal(x_shape), rng.standard_normal((k, k, x_shape[3], 4)), rng.standard_normal(4)

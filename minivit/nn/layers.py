@@ -32,7 +32,8 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         fan_in = kernel_size * kernel_size * in_channels
-        self.weight = new_parameter(trunc_normal((kernel_size, kernel_size, in_channels, out_channels), std=fan_in**-0.5))
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        self.weight = new_parameter(trunc_normal(shape, std=fan_in**-0.5))
         self.bias = new_parameter(np.zeros(out_channels), decay=False)
         self.stride, self.padding = stride, padding
 
