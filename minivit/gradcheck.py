@@ -96,19 +96,25 @@ def check_op(forward, backward, *inputs, seed=0, h=1e-6, **options):
     """Compare an op pair's backward with numerical gradients for each floating-point input.
 
     forward(*inputs, **options) -> (out, cache);  backward(dout, cache) -> one gradient per
-    floating-point input, in order (integer inputs such as embedding ids get none).
+    floating-point input, in order (integer inputs such as embedding ids get none), and None for an
+    optional input left out as None (such as a bias).
     returns a list of relative errors, one per floating-point input
 
         check_op(ops.layernorm_forward, ops.layernorm_backward, x, gamma, beta)
+        check_op(ops.linear_forward, ops.linear_backward, x, w, None)   # no bias: db must be None
     """
     out, cache = forward(*inputs, **options)
     dout = backend.to_device(np.random.default_rng(seed).standard_normal(out.shape), backend.module_name(out))
     grads = backward(dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
-    float_inputs = [x for x in inputs if x.dtype.kind == "f"]
-    if len(grads) != len(float_inputs):
-        raise ValueError(f"backward returned {len(grads)} gradients for {len(float_inputs)} floating-point inputs")
+    slots = [x for x in inputs if x is None or x.dtype.kind == "f"]
+    if len(grads) != len(slots):
+        raise ValueError(f"backward returned {len(grads)} gradients for {len(slots)} floating-point or None inputs")
+    for i, (x, grad) in enumerate(zip(slots, grads)):
+        if x is None and grad is not None:
+            raise ValueError(f"backward returned a gradient for gradient slot {i}, whose input was None")
     return [
         relative_error(grad, numerical_gradient(lambda: forward(*inputs, **options)[0], x, dout, h))
-        for x, grad in zip(float_inputs, grads)
+        for x, grad in zip(slots, grads)
+        if x is not None
     ]
