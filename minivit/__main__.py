@@ -27,6 +27,7 @@ HELP = {
     "model": "ViT preset (tiny, mini); --patch-size ... --dropout override its fields",
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
     "stem": "3×3 stride-2 convolutions before the patches (the paper's hybrid; 0: off)",
+    "stem_width": "channels of the stem's last convolution, each earlier one half as many (0: dim/2)",
     "epochs": "number of epochs",
     "batch_size": "images per step",
     "lr": "peak learning rate (AdamW), reached after warmup",

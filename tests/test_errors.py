@@ -112,6 +112,8 @@ def test_optimizer_state_mismatch(model):
         (dict(patch_dropout=-0.5), r"patch dropout probability must be in \[0, 1\)"),
         (dict(stem=2), "image 8×8 is not divisible by patch 4 after a stem of 2 stride-2 convolutions"),
         (dict(stem=-1), "stem must be >= 0"),
+        (dict(stem_width=16), "stem_width must be 0, or >= 1 with a stem, got stem_width 16, stem 0"),
+        (dict(stem=1, patch_size=2, stem_width=-4), "stem_width must be 0, or >= 1 with a stem"),
     ],
 )
 def test_bad_model_config(kwargs, message):

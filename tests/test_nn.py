@@ -40,6 +40,15 @@ def test_hybrid_stem_halves_the_side_and_doubles_the_width_up_to_half_the_dim():
         ViT(image_size=32, patch_size=1, dim=4, heads=2, stem=3)
 
 
+def test_stem_width_sets_the_last_convolution_apart_from_the_dim():
+    model = ViT(image_size=32, patch_size=1, num_classes=3, dim=64, depth=1, heads=2, mlp_dim=8, stem=2, stem_width=96)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    assert shapes["stem.0.weight"] == (3, 3, 3, 48) and shapes["stem.3.weight"] == (3, 3, 48, 96)
+    assert shapes["patch_embed.weight"] == (96, 64)
+    assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 3)
+    assert ViT.from_config(model.config).config.stem_width == 96  # what a checkpoint rebuilds
+
+
 def test_weight_decay_flags():
     decayed = {name for name, p in ViT(**SMALL).named_parameters() if p.decay}
     assert decayed == {

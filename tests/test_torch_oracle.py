@@ -322,11 +322,11 @@ def torch_vit(images, params, config):
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
-@pytest.mark.parametrize("stem", [0, 2])
-def test_vit(pool, stem):
+@pytest.mark.parametrize("stem, stem_width", [(0, 0), (2, 0), (2, 10)])  # widths 3, 6 by default; 5, 10 when set
+def test_vit(pool, stem, stem_width):
     rng = np.random.default_rng(11)
     model = ViT(image_size=8, patch_size=4 >> stem, num_classes=5, dim=12, depth=2, heads=3, mlp_dim=20, pool=pool,
-                stem=stem)  # fmt: skip
+                stem=stem, stem_width=stem_width)  # fmt: skip
     model.to(dtype=np.float64)
     for p in model.parameters():
         p.data[...] = rng.standard_normal(p.shape) * 0.3  # LayerNorm weights not all ones, biases not zero

@@ -188,8 +188,8 @@ def test_gpu_recipe_settings_with_dropouts_resume_bit_identical(cifar_dir, tmp_p
     PatchDropout, on NumPy with a small hybrid model: every random stream is in use, and a run stopped
     mid-epoch still resumes bit-identical."""
     config = replace(RECIPES["gpu"], backend="numpy", dim=32, depth=1, heads=2, mlp_dim=64, dropout=0.1,
-                     patch_dropout=0.25, stem=1, patch_size=2, epochs=2, batch_size=64, warmup_epochs=0.5,
-                     train_subset=1024, test_subset=200)  # fmt: skip
+                     patch_dropout=0.25, stem=1, stem_width=24, patch_size=2, epochs=2, batch_size=64,
+                     warmup_epochs=0.5, train_subset=1024, test_subset=200)  # fmt: skip
     uninterrupted = train(config, tmp_path / "uninterrupted", data_dir=cifar_dir, progress=False)
     real = ctrl_c_at_step(monkeypatch, config, epoch=2, step=3)
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 3"):

@@ -32,7 +32,8 @@ class ViTConfig:
     dropout: float = 0.0
     in_channels: int = 3
     patch_dropout: float = 0.0  # share of patch tokens each image drops while training (PatchDropout)
-    stem: int = 0  # 3×3 stride-2 convolutions before the patches (the hybrid, Sec. 3.1); widths ..., D/4, D/2
+    stem: int = 0  # 3×3 stride-2 convolutions before the patches (the hybrid, Sec. 3.1)
+    stem_width: int = 0  # channels of the stem's last convolution, each earlier one has half (0: D/2)
 
 
 PRESETS = {
@@ -54,7 +55,7 @@ class ViT(Module):
     """Vision Transformer classifier.
 
     Parameters (names as in state_dict()):
-      stem.i       Conv2d, LayerNorm, GELU, repeated `stem` times (hybrid only)
+      stem.i       Conv2d, LayerNorm, GELU, repeated `stem` times (hybrid only); widths ..., W/2, W
       patch_embed  Linear(P²C, D)      E, C the channels of the image or of the stem's feature map
       cls_token    (1, 1, D)           x_class (pool="cls" only)
       pos_embed    (1, T, D)           E_pos, T = N + 1 with a class token, N without
@@ -64,13 +65,17 @@ class ViT(Module):
     """
 
     def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
-                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0):
+                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0, stem_width=0):
         self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
-                                pool, dropout, in_channels, patch_dropout, stem)
+                                pool, dropout, in_channels, patch_dropout, stem, stem_width)
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if stem < 0 or dim >> stem < 1:
-            raise ValueError(f"stem must be >= 0 with dim / 2^stem >= 1 (its first width), got stem {stem}, dim {dim}")
+        if stem_width < 0 or (stem_width and not stem):
+            raise ValueError(f"stem_width must be 0, or >= 1 with a stem, got stem_width {stem_width}, stem {stem}")
+        last_width = stem_width or dim // 2
+        if stem < 0 or (stem and last_width >> (stem - 1) < 1):
+            raise ValueError(f"stem must be >= 0 with a first width W / 2^(stem-1) >= 1, got stem {stem}, "
+                             f"W {last_width}")  # fmt: skip
         if image_size % (patch_size << stem):
             after = f" after a stem of {stem} stride-2 convolutions" if stem else ""
             raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}{after}")
@@ -81,7 +86,7 @@ class ViT(Module):
         num_tokens = num_patches + (pool == "cls")
 
         self.stem, channels = [], in_channels
-        for width in (dim >> (stem - i) for i in range(stem)):  # halving the side, doubling the width
+        for width in (last_width >> (stem - 1 - i) for i in range(stem)):  # halving the side, doubling the width
             self.stem += [Conv2d(channels, width, 3, stride=2, padding=1), LayerNorm(width), GELU()]
             channels = width
         self.patch_embed = Linear(patch_size * patch_size * channels, dim)
@@ -128,7 +133,7 @@ class ViT(Module):
         b = images.shape[0]
         x = images
         for layer in self.stem:
-            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, D/2) after n of them
+            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, stem width) after n of them
         x = ops.patchify(x, self.config.patch_size)  # (B, N, P²C)
         x = self.patch_embed(x)  # (B, N, D): x_p E
         if self.config.pool == "cls":
