@@ -55,7 +55,7 @@ class ViT(Module):
     """Vision Transformer classifier.
 
     Parameters (names as in state_dict()):
-      stem.i       Conv2d, LayerNorm, GELU, repeated `stem` times (hybrid only); widths ..., W/2, W
+      stem.i       Conv2d, LayerNorm, GELU, `stem` times (hybrid only), widths ..., S/2, S: S = stem_width or D/2
       patch_embed  Linear(P²C, D)      E, C the channels of the image or of the stem's feature map
       cls_token    (1, 1, D)           x_class (pool="cls" only)
       pos_embed    (1, T, D)           E_pos, T = N + 1 with a class token, N without
@@ -74,8 +74,8 @@ class ViT(Module):
             raise ValueError(f"stem_width must be 0, or >= 1 with a stem, got stem_width {stem_width}, stem {stem}")
         last_width = stem_width or dim // 2
         if stem < 0 or (stem and last_width >> (stem - 1) < 1):
-            raise ValueError(f"stem must be >= 0 with a first width W / 2^(stem-1) >= 1, got stem {stem}, "
-                             f"W {last_width}")  # fmt: skip
+            raise ValueError(f"stem must be >= 0, with a first width (last width / 2^(stem-1)) of at least 1; got "
+                             f"stem {stem}, last width {last_width}")  # fmt: skip
         if image_size % (patch_size << stem):
             after = f" after a stem of {stem} stride-2 convolutions" if stem else ""
             raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}{after}")
@@ -133,7 +133,7 @@ class ViT(Module):
         b = images.shape[0]
         x = images
         for layer in self.stem:
-            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, stem width) after n of them
+            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, S) after all n
         x = ops.patchify(x, self.config.patch_size)  # (B, N, P²C)
         x = self.patch_embed(x)  # (B, N, D): x_p E
         if self.config.pool == "cls":
