@@ -115,9 +115,9 @@ class TrainConfig:
 RECIPES = {
     # A first look: 9 minutes on 2 CPU cores, 44.9 % test accuracy (measured, see the README).
     "quick": TrainConfig(model="mini", epochs=2, warmup_epochs=0.3, lr=2e-3),
-    # The CPU recipe: 110 minutes on 2 cores, 83.7 % (measured). The hybrid mini ViT (a 3-convolution stem of 32, 64 and 128
-    # channels, 1×1 patches of its 4×4 map): its 16 tokens make a step cheap enough for 60 epochs. Short
-    # schedules learn fastest without mixup.
+    # The CPU recipe: 110 minutes on 2 cores, 83.7 % (measured). The hybrid mini ViT (a 3-convolution
+    # stem of 32, 64 and 128 channels, 1×1 patches of its 4×4 map): its 16 tokens make a step cheap enough
+    # for 60 epochs. Short schedules learn fastest without mixup.
     "cpu": TrainConfig(model="mini", stem=3, stem_width=128, patch_size=1, epochs=60, lr=2e-3, warmup_epochs=1.0),
     # The GPU recipe (CuPy): ViT-Tiny width, 200 epochs, with the regularisers small-data ViTs need.
     "gpu": TrainConfig(
