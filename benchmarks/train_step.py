@@ -3,7 +3,9 @@
     python benchmarks/train_step.py
 
 One step is forward + cross-entropy + backward + AdamW update on a float32 batch of random images
-(default: the "tiny" preset, batch 128, 2 threads). Each side runs in its own worker process
+(default: the "tiny" preset, batch 128, 2 threads). The sides: "minivit" (on NumPy its ops run
+their CPU kernels, minivit/kernels, as in training), "plain" (minivit with the kernels off:
+MINIVIT_KERNELS=0, every op its plain math) and "torch". Each side runs in its own worker process
 (this script re-invoked with --worker) that builds its model once; after --warmup steps per side
 the parent alternates them, --rounds times --steps steps (minivit, torch, minivit, torch, ...),
 so only one side computes at a time and both see the same machine noise. Both workers get the
@@ -13,8 +15,8 @@ that keep big buffers mapped between steps. Without torch installed, minivit run
 It prints a header (model, batch, threads, malloc setting, numpy and its BLAS, torch, the
 analytic FLOPs of a step), one line per round (each side's median images/s that round, the cores
 it kept busy, and their ratio), then per side the median / min / max images/s over all timed steps, the GFLOP/s that
-median implies and the worker's peak RSS, and finally the minivit/torch ratio, both as the ratio
-of the two medians and as the median of the per-round ratios.
+median implies and the worker's peak RSS, and finally each minivit side's ratio to torch, both
+as the ratio of the two medians and as the median of the per-round ratios.
 
 "Cores busy" is the worker's CPU seconds over wall seconds during its steps, idle threads that
 spin-wait included. Compare a side's figure across rounds: a round where it drops well below that
@@ -42,7 +44,7 @@ import numpy as np  # noqa: E402
 
 import minivit  # noqa: E402
 
-SIDES = ("minivit", "torch")
+SIDES = ("minivit", "plain", "torch")
 MALLOC_THRESHOLD = 1 << 30  # bytes: MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_
 
 
@@ -139,6 +141,7 @@ def numpy_blas():
 
 
 def minivit_worker(args):
+    minivit.kernels.set_enabled(args.worker == "minivit")
     minivit.backend.use(args.backend)
     minivit.backend.seed(0)
     cfg = minivit.preset(args.preset)
@@ -157,7 +160,8 @@ def minivit_worker(args):
 
     xp = minivit.backend.xp()
     sync = xp.cuda.Device().synchronize if minivit.backend.name() == "cupy" else lambda: None
-    info = f"numpy {np.__version__}, BLAS: {numpy_blas()}; backend {minivit.backend.name()}"
+    path = "CPU kernels (minivit/kernels)" if minivit.kernels.enabled() and args.backend == "numpy" else "plain ops"
+    info = f"numpy {np.__version__}, BLAS: {numpy_blas()}; backend {minivit.backend.name()}; ops: {path}"
     serve(step, sync, {"params": model.num_parameters(), "info": info})
 
 
@@ -355,16 +359,17 @@ def benchmark(args):
         for worker in workers.values():
             worker.run(args.warmup)
         times = {side: [] for side in workers}  # times[side][round] = that round's step seconds
+        compared = [side for side in workers if side != "torch"] if "torch" in workers else []
         print("round  " + "".join(f"{side + ' img/s (cores busy)':>30}" for side in workers)
-              + ("      ratio" * (len(workers) == 2)))  # fmt: skip
+              + "".join(f"{side + ' / torch':>17}" for side in compared))  # fmt: skip
         for r in range(args.rounds):
             row = {}
             for side, worker in workers.items():
                 wall, cpu = zip(*worker.run(args.steps))
                 times[side].append(wall)
                 row[side] = args.batch_size / statistics.median(wall), sum(cpu) / sum(wall)
-            ratio = f"{row['minivit'][0] / row['torch'][0]:11.3f}" if len(row) == 2 else ""
-            print(f"{r + 1:5d}  " + "".join(f"{ips:23.1f} ({busy:.2f})" for ips, busy in row.values()) + ratio)
+            ratios = "".join(f"{row[side][0] / row['torch'][0]:17.3f}" for side in compared)
+            print(f"{r + 1:5d}  " + "".join(f"{ips:23.1f} ({busy:.2f})" for ips, busy in row.values()) + ratios)
         peak_mib = {side: worker.quit() for side, worker in workers.items()}
     finally:
         for worker in workers.values():
@@ -378,15 +383,16 @@ def benchmark(args):
         gflops = medians[side] * flops / args.batch_size / 1e9
         print(f"{side:8} {medians[side]:13.1f} {min(ips):8.1f} {max(ips):8.1f} {gflops:9.1f} "
               f"{peak_mib[side]:7.0f} MiB")
-    if len(medians) == 2:
-        per_round = [statistics.median(t) / statistics.median(m) for m, t in zip(times["minivit"], times["torch"])]
-        print(f"\nminivit / torch: {medians['minivit'] / medians['torch']:.3f} (ratio of medians), "
+    print()
+    for side in compared:
+        per_round = [statistics.median(t) / statistics.median(m) for m, t in zip(times[side], times["torch"])]
+        print(f"{side} / torch: {medians[side] / medians['torch']:.3f} (ratio of medians), "
               f"{statistics.median(per_round):.3f} (median of per-round ratios)")
 
 
 def main():
     args = parse_args()
-    if args.worker == "minivit":
+    if args.worker in ("minivit", "plain"):
         minivit_worker(args)
     elif args.worker == "torch":
         torch_worker(args)

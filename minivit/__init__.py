@@ -5,13 +5,13 @@ import sys
 
 if "numpy" not in sys.modules:
     # OpenBLAS's idle threads spin for a while after each matmul, holding the cores that
-    # backend.map_blocks wants for elementwise work; a short spin hands them back sooner.
+    # the CPU kernels' row blocks (minivit/kernels) want for elementwise work; a short spin hands them back sooner.
     # OpenBLAS reads this once, when NumPy loads.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from . import backend, gradcheck, nn, ops, optim
+from . import backend, gradcheck, kernels, nn, ops, optim
 from .models import PRESETS, ViT, ViTConfig, preset
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "ViT", "ViTConfig", "backend", "gradcheck", "nn", "ops", "optim", "preset"]
+__all__ = ["PRESETS", "ViT", "ViTConfig", "backend", "gradcheck", "kernels", "nn", "ops", "optim", "preset"]

@@ -10,9 +10,7 @@ from its inputs (`array_module(x)`), so the same ops run on either backend.
     backend.seed(0)                # seeds the generators of both backends
 """
 
-import concurrent.futures
 import os
-import threading
 
 import numpy as np
 import scipy.special
@@ -108,81 +106,13 @@ def use_module(name):
     return np if name == "numpy" else _import_cupy()
 
 
-def erf(x, out=None):
-    """The error function, elementwise, on x's own backend and dtype.
+def erf(x):
+    """The error function, elementwise, on x's own backend and dtype (SciPy's or CuPy's)."""
+    if array_module(x) is np:
+        return scipy.special.erf(x)
+    import cupyx.scipy.special
 
-    float32 on NumPy uses formula 7.1.26 of Abramowitz & Stegun (absolute error below 1.5e-7,
-    about float32's resolution near 1; PyTorch's CPU erf uses the same formula), because SciPy
-    evaluates float32 through its scalar float64 routine, several times slower than these SIMD
-    passes. float64 (gradient checks) and CuPy use the library's erf.
-    """
-    if array_module(x) is not np:
-        import cupyx.scipy.special
-
-        return cupyx.scipy.special.erf(x, out=out) if out is not None else cupyx.scipy.special.erf(x)
-    if x.dtype != np.float32:
-        return scipy.special.erf(x, out=out)
-    # erf(x) = sign(x) (1 - (a1 t + a2 t² + ... + a5 t⁵) exp(-x²)),  t = 1 / (1 + p|x|)
-    out = np.empty_like(x) if out is None else out
-    a = np.abs(x)
-    t = a * _ERF_P
-    t += 1.0
-    np.reciprocal(t, out=t)
-    np.multiply(t, _ERF_A[0], out=out)
-    for coefficient in _ERF_A[1:]:  # Horner: ((a5 t + a4) t + ...) t
-        out += coefficient
-        out *= t
-    a *= a
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    out *= a
-    np.subtract(1.0, out, out=out)
-    return np.copysign(out, x, out=out)
-
-
-_ERF_P = np.float32(0.3275911)
-_ERF_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 ... a1
-
-
-# -- row blocks on every core --------------------------------------------------------------------
-
-_BLOCK_BYTES = 1 << 19  # a block's rows should stay in cache across an op's passes
-_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_threads = int(os.environ.get("MINIVIT_THREADS", _cores))
-_pool = None
-
-
-def set_threads(count):
-    """How many threads `map_blocks` uses on NumPy (default: MINIVIT_THREADS or all cores)."""
-    global _threads, _pool
-    if count < 1:
-        raise ValueError(f"threads must be >= 1, got {count}")
-    _threads, _pool = count, None
-
-
-def map_blocks(kernel, rows, row_bytes, module=np):
-    """Call kernel(slice) for consecutive blocks of rows covering range(rows).
-
-    Row-wise ops (GELU, LayerNorm, softmax, the attention core) make several passes over big
-    arrays. On NumPy, cutting the rows into blocks of ~512 KiB keeps each block in cache across
-    the passes, and since NumPy releases the GIL inside ufuncs and BLAS calls, blocks run on all
-    cores at once. Kernels must write only their own rows. On CuPy (`module`) the GPU is the
-    parallel machine, and inside a kernel the cores are already busy: one call covers every row.
-    """
-    if module is not np or rows == 0 or threading.current_thread().name.startswith("minivit"):
-        kernel(slice(0, rows))
-        return
-    step = max(1, _BLOCK_BYTES // max(1, row_bytes))
-    blocks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
-    if _threads == 1 or len(blocks) == 1:  # small arrays are not worth a thread hand-off
-        for block in blocks:
-            kernel(block)
-        return
-    global _pool
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(_threads, thread_name_prefix="minivit")
-    for future in [_pool.submit(kernel, block) for block in blocks]:
-        future.result()  # re-raises a kernel's exception here
+    return cupyx.scipy.special.erf(x)
 
 
 def rng(module=None):

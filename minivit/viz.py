@@ -52,7 +52,7 @@ def plot_curves(history):
         ax.legend()
     if history:
         best = max(m["test_accuracy"] for m in history)
-        fig.suptitle(f"{len(history)} epochs, best test accuracy {best:.1%}")
+        fig.suptitle(f"{len(history)} epoch{'s' * (len(history) != 1)}, best test accuracy {best:.1%}")
     return fig
 
 
@@ -143,7 +143,7 @@ def show_patch_matrix(patches):
     ax.set_xlabel(f"P²C = {patches.shape[1]} values per patch (row-in-patch, column-in-patch, channel)")
     ax.set_ylabel(f"patch n (N = {patches.shape[0]})")
     ax.set_title(f"x_p: the {patches.shape[0]}×{patches.shape[1]} patch matrix")
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label="pixel value")
     return fig
 
 
@@ -159,16 +159,20 @@ def show_patch_grids(image, patch_sizes, size=2.6):
     return fig
 
 
-def show_matrices(matrices, titles, suptitle=None, height=3.2):
-    """2-D arrays side by side as heat maps (each on its own colour scale, blue < 0 < red), widths in
-    proportion to their number of columns, each labelled with its shape: a picture of how shapes combine."""
+def show_matrices(matrices, titles, suptitle=None):
+    """2-D arrays side by side as heat maps (each on its own colour scale, blue < 0 < red), drawn to one
+    scale (widths by columns, heights by rows), each labelled with its shape: a picture of how shapes combine."""
     matrices = [to_numpy(m) for m in matrices]
     widths = [m.shape[1] for m in matrices]
-    fig = Figure(figsize=(min(13.0, 1.0 + sum(widths) / 45), height), layout="constrained")
+    width = min(13.0, 1.0 + sum(widths) / 45)
+    tallest = max(m.shape[0] for m in matrices) * width / sum(widths)  # inches, at one cell size for all
+    fig = Figure(figsize=(width, 1.0 + 1.1 * tallest), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(matrices), width_ratios=widths))
     for ax, m, title in zip(axes, matrices, titles, strict=True):
         scale = float(np.abs(m).max()) or 1.0
-        ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        # square cells and widths by columns: every panel's height follows its number of rows
+        ax.imshow(m, aspect="equal", cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
+        ax.set_anchor("N")  # panels aligned at the top, so their heights compare
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"{m.shape[0]} × {m.shape[1]}", fontsize=9)
         ax.set_xticks([])
@@ -242,12 +246,15 @@ def mean_attention_distance(attn, grid, patch_size):
 
 
 def plot_attention_distance(attention_maps, grid, patch_size):
-    """Mean attention distance of every head against network depth; attention_maps: one per block."""
+    """Mean attention distance of every head against network depth, one colour per head (legend
+    "head h"); attention_maps: one (B, heads, T, T) array per block."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     for depth, attn in enumerate(attention_maps, start=1):
         d = mean_attention_distance(attn, grid, patch_size)
-        ax.scatter(np.full(len(d), depth), d, s=25, alpha=0.8)
+        for head, distance in enumerate(d):  # coloured by head, as in the paper's Figure 7
+            label = f"head {head + 1}" if depth == 1 else None
+            ax.scatter(depth, distance, s=25, alpha=0.8, color=f"C{head % 10}", label=label)
     ax.set_xlabel("network depth (block)")
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_ylim(0, patch_size * grid)
@@ -327,14 +334,15 @@ def plot_head_attention(images, attention_maps, index=0, query=0):
             ax.set_title("image", fontsize=8)
         else:
             row = maps[b][h - 1, query, t - n :]  # (N,) attention to the patches
-            ax.imshow(np.kron(row.reshape(grid, grid), np.ones((scale, scale))), cmap="inferno", alpha=0.7,
-                      vmin=0, vmax=row.max())  # fmt: skip
+            heat = ax.imshow(np.kron(row.reshape(grid, grid) / row.max(), np.ones((scale, scale))), cmap="inferno",
+                             alpha=0.7, vmin=0, vmax=1)  # fmt: skip
             ax.set_title(f"head {h} (max {row.max():.3f})", fontsize=8)
             if h == 1:
                 ax.set_ylabel(f"block {b + 1}")
         if query >= t - n:
             r, c = divmod(query - (t - n), grid)
             ax.add_patch(Rectangle((c * scale - 0.5, r * scale - 0.5), scale, scale, fill=False, ec="cyan", lw=1.5))
+    fig.colorbar(heat, ax=axes, shrink=0.5, label="attention ÷ the map's largest weight (in its title)")
     who = "the class token" if query < t - n else f"patch {query - (t - n)}"
     fig.suptitle(f"Attention from {who} to the patches, per block and head", fontsize=11)
     return fig

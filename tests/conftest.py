@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivit import backend
+from minivit import backend, kernels
 
 BACKENDS = [
     "numpy",
@@ -22,6 +22,15 @@ def xp(request):
     backend.use(request.param)  # so modules built in the test live on this backend too
     yield module
     backend.use(previous)
+
+
+@pytest.fixture(params=["kernels", "plain"])
+def op_path(request):
+    """Each test twice: with the CPU kernels standing in for their ops on NumPy, then with the plain ops."""
+    previous = kernels.enabled()
+    kernels.set_enabled(request.param == "kernels")
+    yield request.param
+    kernels.set_enabled(previous)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ def run(script, *args):
 
 def test_train_step_benchmark_runs():
     out = run("train_step.py", "--preset", "mini", "--batch-size", "4", "--rounds", "1", "--steps", "1",
-              "--warmup", "0")
-    assert "minivit" in out and "img/s" in out
+              "--warmup", "0", "--sides", "minivit,plain")
+    assert "ops: CPU kernels (minivit/kernels)" in out and "ops: plain ops" in out and "img/s" in out
 
 
 def test_matmul_benchmark_runs():

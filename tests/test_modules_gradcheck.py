@@ -7,6 +7,8 @@ from helpers import assert_close
 from minivit import ViT, backend, nn, ops
 from minivit.gradcheck import check_module, numerical_gradient, relative_error
 
+pytestmark = pytest.mark.usefixtures("op_path")  # the plain ops and the CPU kernels alike
+
 
 def randomize(module, seed=0, scale=0.5):
     """Random values in every parameter, so no weight is a special 0 or 1 that hides a bug."""

@@ -206,3 +206,27 @@ def test_softmax_is_stable_for_large_logits():
     np.testing.assert_allclose(out, [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]], atol=1e-7)
     loss, _ = ops.cross_entropy_forward(np.array([[1e4, 0.0]], dtype=np.float32), np.array([1]))
     np.testing.assert_allclose(float(loss), 1e4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path, umask, mode):
+    """A checkpoint or cache an instructor writes must be readable by students where the umask says so
+    (the temporary file it is renamed from starts at 0600); a file written over keeps its own mode."""
+    from minivit.nn.module import atomic_file
+
+    previous = os.umask(umask)
+    try:
+        with atomic_file(tmp_path / "new.bin") as f:
+            f.write(b"x")
+        with open(tmp_path / "plain.bin", "wb") as f:  # what a plain write gives, for comparison
+            f.write(b"x")
+        (tmp_path / "old.bin").write_bytes(b"old")
+        os.chmod(tmp_path / "old.bin", 0o640)
+        with atomic_file(tmp_path / "old.bin") as f:
+            f.write(b"new")
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(tmp_path / "new.bin").st_mode & 0o777) == oct(mode)
+    assert os.stat(tmp_path / "new.bin").st_mode & 0o777 == os.stat(tmp_path / "plain.bin").st_mode & 0o777
+    assert oct(os.stat(tmp_path / "old.bin").st_mode & 0o777) == oct(0o640)
+    assert (tmp_path / "old.bin").read_bytes() == b"new"

@@ -45,6 +45,26 @@ def test_runs_top_to_bottom(path, workdir, cifar_dir, monkeypatch):
     assert images > 0, f"{path.name} showed no figures"
 
 
+def test_notebook_04_looks_inside_a_hybrid_checkpoint(workdir, cifar_dir, monkeypatch):
+    """Notebook 04 on a hybrid run's checkpoint (CHECKPOINT): its own grid and labels from top to bottom."""
+    run_dir = workdir / "hybrid-run"
+    flags = ["--recipe", "quick", "--stem", "2", "--patch-size", "1", "--dim", "16", "--depth", "2", "--heads", "2",
+             "--mlp-dim", "32", "--epochs", "1", "--batch-size", "64", "--train-subset", "256", "--test-subset", "100",
+             "--no-progress", "--run-dir", str(run_dir), "--data-dir", str(cifar_dir)]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "minivit", "train", *flags], capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("MINIVIT_NOTEBOOK_SIZE", "ci")
+    monkeypatch.setenv("MINIVIT_DATA", str(cifar_dir))
+    monkeypatch.setenv("MINIVIT_NOTEBOOK04_CHECKPOINT", str(run_dir / "checkpoint.npz"))
+    notebook = nbformat.read(NOTEBOOKS[3], as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}}).execute()  # fmt: skip
+    printed = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "a hybrid: 2 stride-2 convolutions, then 8×8 = 64 tokens, each covering 4×4 pixels" in printed
+    assert "its first convolution's 3×3 filters" in printed  # section 2's label, not E's
+
+
 def test_notebook_03_trains_what_the_command_line_trains(workdir, cifar_dir):
     """Notebook 03 writes the training loop out by hand and says it computes exactly what
     `train --recipe quick` computes; at the ci size that is these flags (its section 6)."""

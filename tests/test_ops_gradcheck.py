@@ -7,6 +7,8 @@ from helpers import assert_close
 from minivit import ops
 from minivit.gradcheck import check_op, numerical_gradient, relative_error
 
+pytestmark = pytest.mark.usefixtures("op_path")  # the plain ops and the CPU kernels alike
+
 
 @pytest.mark.parametrize("x_shape, d_out", [((1, 3), 4), ((2, 5, 7), 3), ((3, 1, 2, 6), 5)])
 @pytest.mark.parametrize("bias", [True, False])

@@ -21,6 +21,7 @@ from minivit.optim import SGD, AdamW
 
 torch = pytest.importorskip("torch", reason="torch is the test-only autograd oracle: pip install torch==2.13.0")
 F = torch.nn.functional
+pytestmark = pytest.mark.usefixtures("op_path")  # the plain ops and the CPU kernels alike
 
 TOL = 1e-5
 EPS = 1e-6  # LayerNorm epsilon, everywhere in minivit

@@ -75,6 +75,21 @@ def test_run_folder(reference, cifar_dir):
     assert result["accuracy"] == history[-1]["test_accuracy"]
 
 
+def test_plain_ops_train_like_the_kernels(reference, cifar_dir, tmp_path):
+    """With the CPU kernels off, the run computes with exactly the ops a student reads; its curve
+    must match the kernels' run within float32 noise (they differ in rounding only)."""
+    _, with_kernels = reference
+    minivit.kernels.set_enabled(False)
+    try:
+        plain = train(SMALL, tmp_path / "plain", data_dir=cifar_dir, progress=False)
+    finally:
+        minivit.kernels.set_enabled(True)
+    for a, b in zip(plain, with_kernels, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4, f"epoch {a['epoch']}: {a} vs {b}"
+        assert abs(a["test_loss"] - b["test_loss"]) < 1e-4, f"epoch {a['epoch']}: {a} vs {b}"
+        assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.004, f"epoch {a['epoch']}: {a} vs {b}"  # 2 images
+
+
 def test_random_streams_never_share_a_seed():
     """Every (stream, epoch, step) of a run gets its own seed: the shuffle of an epoch and the
     augmentation of its first step once drew the same numbers."""

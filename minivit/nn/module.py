@@ -192,6 +192,7 @@ def atomic_file(path, prefix=".tmp-", suffix=""):
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=prefix, suffix=suffix)
     try:
+        os.chmod(tmp, _mode_of_a_plain_write(path))  # mkstemp makes it 0600: others could not read it
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -200,6 +201,16 @@ def atomic_file(path, prefix=".tmp-", suffix=""):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _mode_of_a_plain_write(path):
+    """The permissions open(path, "wb") would leave: an existing file's own, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)  # the only way to read it is to set it; put back at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_npz(path, arrays):

