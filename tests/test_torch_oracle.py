@@ -290,14 +290,38 @@ def test_patchify(shape, patch):
 # -- the whole ViT -----------------------------------------------------------------------------
 
 
+def torch_linear(x, params, name):
+    return x @ params[f"{name}.weight"] + params[f"{name}.bias"]
+
+
+def torch_layer_norm(x, params, name):
+    return F.layer_norm(x, x.shape[-1:], params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
+
+
+def torch_blocks(x, params, config, causal=False):
+    """config.depth pre-LN blocks (Eq. 2-3), then the final LayerNorm `norm`."""
+    for i in range(config.depth):
+        blk = f"blocks.{i}"
+        attn, _ = torch_attention(
+            torch_layer_norm(x, params, f"{blk}.norm1"),
+            params[f"{blk}.attn.qkv.weight"], params[f"{blk}.attn.qkv.bias"],
+            params[f"{blk}.attn.proj.weight"], params[f"{blk}.attn.proj.bias"],
+            config.heads, causal,
+        )
+        x = x + attn
+        hidden = F.gelu(torch_linear(torch_layer_norm(x, params, f"{blk}.norm2"), params, f"{blk}.mlp.fc1"))
+        x = x + torch_linear(hidden, params, f"{blk}.mlp.fc2")
+    return torch_layer_norm(x, params, "norm")
+
+
 def torch_vit(images, params, config):
     """The ViT forward (Eq. 1-4 and the head) in torch, from the parameters by state_dict name."""
 
     def linear(x, name):
-        return x @ params[f"{name}.weight"] + params[f"{name}.bias"]
+        return torch_linear(x, params, name)
 
     def layer_norm(x, name):
-        return F.layer_norm(x, x.shape[-1:], params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
+        return torch_layer_norm(x, params, name)
 
     x = images
     for i in range(config.stem):  # the hybrid's stem: conv, LayerNorm over channels, GELU
@@ -306,20 +330,9 @@ def torch_vit(images, params, config):
     x = linear(torch_patchify(x, config.patch_size), "patch_embed")
     if config.pool == "cls":
         x = torch.cat([params["cls_token"].expand(x.shape[0], 1, config.dim), x], dim=1)
-    x = x + params["pos_embed"]
-    for i in range(config.depth):
-        blk = f"blocks.{i}"
-        attn, _ = torch_attention(
-            layer_norm(x, f"{blk}.norm1"),
-            params[f"{blk}.attn.qkv.weight"], params[f"{blk}.attn.qkv.bias"],
-            params[f"{blk}.attn.proj.weight"], params[f"{blk}.attn.proj.bias"],
-            config.heads,
-        )
-        x = x + attn
-        x = x + linear(F.gelu(linear(layer_norm(x, f"{blk}.norm2"), f"{blk}.mlp.fc1")), f"{blk}.mlp.fc2")
-    x = layer_norm(x, "norm")
+    x = torch_blocks(x + params["pos_embed"], params, config)
     pooled = x[:, 0] if config.pool == "cls" else x.mean(dim=1)
-    return linear(pooled, "head")
+    return torch_linear(pooled, params, "head")
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
@@ -345,6 +358,41 @@ def test_vit(pool, stem, stem_width):
     assert_close(logits, tlogits, "logits")
     assert_close(loss, tloss, "loss")
     assert_close(dimages, timages.grad, "dimages")
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params[name].grad, f"grad of {name}")
+
+
+# -- the whole iGPT ----------------------------------------------------------------------------
+
+
+def torch_igpt(ids, params, config):
+    """iGPT's forward in torch: [SOS; embeddings of ids shifted right] + W_pos, causal blocks, LN, head."""
+    b, t = ids.shape
+    x = F.embedding(ids[:, :-1], params["tok_embed.weight"])
+    x = torch.cat([params["sos"].expand(b, 1, config.dim), x], dim=1) + params["pos_embed"][:, :t]
+    return torch_linear(torch_blocks(x, params, config, causal=True), params, "head")
+
+
+@pytest.mark.parametrize("t, heads", [(16, 2), (7, 1), (1, 2)])
+def test_igpt(t, heads):
+    from minivit.models import IGPT
+
+    rng = np.random.default_rng(12)
+    model = IGPT(image_size=4, vocab_size=6, dim=8, depth=2, heads=heads, mlp_dim=12).to(dtype=np.float64)
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    ids = rng.integers(0, 6, size=(3, t))
+
+    logits = model(ids)  # (B, T, K)
+    loss, cache = ops.cross_entropy_forward(logits.reshape(-1, 6), ids.reshape(-1))
+    model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape))
+
+    params = {name: to_t(a, grad=True) for name, a in model.state_dict().items()}
+    tlogits = torch_igpt(to_ids(ids), params, model.config)
+    tloss = F.cross_entropy(tlogits.reshape(-1, 6), to_ids(ids).reshape(-1))
+    tloss.backward()
+    assert_close(logits, tlogits, "logits")
+    assert_close(loss, tloss, "loss")
     for name, p in model.named_parameters():
         assert_close(p.grad, params[name].grad, f"grad of {name}")
 

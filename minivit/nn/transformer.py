@@ -27,6 +27,12 @@ class MultiHeadAttention(Module):
         self.attn = self._cache.attn
         return self.dropout(out)
 
+    def decode(self, x, past=None):
+        """Generation (causal, forward only): x (B, t, D), the next t tokens after those whose keys and
+        values are `past`; returns out (B, t, D) and present, the keys and values of all of them."""
+        return ops.attention_decode(x, self.qkv.weight.data, self.qkv.bias.data, self.proj.weight.data,
+                                    self.proj.bias.data, self.heads, past)  # fmt: skip
+
     def backward(self, dout):
         dout = self.dropout.backward(dout)
         dx, dw_qkv, db_qkv, dw_out, db_out = ops.attention_backward(dout, self._cache)
@@ -76,6 +82,14 @@ class Block(Module):
         out = self.mlp(self.norm2(z))
         out += z
         return out
+
+    def decode(self, x, past=None):
+        """The block for generation, with attention's key/value cache: x (B, t, D) -> (B, t, D), present."""
+        z, present = self.attn.decode(self.norm1(x), past)
+        z += x
+        out = self.mlp(self.norm2(z))
+        out += z
+        return out, present
 
     def backward(self, dout):
         # A residual y = x + f(x) passes dout straight through and adds f's backward.

@@ -31,6 +31,34 @@ def attention_shapes(x, w_qkv, num_heads):
     return b, t, d
 
 
+def split_heads(qkv, num_heads):
+    """(B, T, 3D) projections in [q | k | v] blocks -> (3, B, H, T, Dh): q, k, v per head, a view."""
+    b, t, d3 = qkv.shape
+    return qkv.reshape(b, t, 3, num_heads, d3 // (3 * num_heads)).transpose(2, 0, 3, 1, 4)
+
+
+def merge_heads(heads):
+    """(B, H, T, Dh) -> (B, T, D): the heads' outputs side by side, [SA_1; ...; SA_H]."""
+    b, h, t, dh = heads.shape
+    return heads.transpose(0, 2, 1, 3).reshape(b, t, h * dh)
+
+
+def attend(q, k, v, causal):
+    """Scaled dot-product attention of each head (Eq. 6-7).
+
+    q: (B, H, Tq, Dh)   k, v: (B, H, Tk, Dh), Tk ≥ Tq; causal: the queries are the last Tq of the Tk
+    positions, and each sees only keys at its own position or before
+    returns attn (B, H, Tq, Tk), out = attn v (B, H, Tq, Dh)
+    """
+    xp = array_module(q)
+    tq, tk = q.shape[2], k.shape[2]
+    scores = q @ k.swapaxes(-1, -2) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
+    if causal:  # -inf on the future (key j after query i's position tk - tq + i): weight 0 after softmax
+        scores = scores + xp.triu(xp.full((tq, tk), -xp.inf, dtype=q.dtype), k=tk - tq + 1)
+    attn, _ = softmax_forward(scores)  # each row sums to 1
+    return attn, attn @ v
+
+
 @accelerated(kernel.attention_forward)
 def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
     """
@@ -44,22 +72,34 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
         SA(x) = A v                            (Eq. 7)
         MSA(x) = [SA_1(x); ...; SA_H(x)] U_msa (Eq. 8)
     """
-    b, t, d = attention_shapes(x, w_qkv, num_heads)
-    xp = array_module(x)
-    h, dh = num_heads, d // num_heads
-    scale = dh**-0.5
-
+    attention_shapes(x, w_qkv, num_heads)
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)  # (B, T, 3D)
-    qkv = qkv.reshape(b, t, 3, h, dh).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
-    q, k, v = qkv  # each (B, H, T, Dh)
-    scores = q @ k.swapaxes(-1, -2) * scale  # (B, H, T, T)
-    if causal:  # -inf on the future (j > i): softmax gives those keys weight 0
-        scores = scores + xp.triu(xp.full((t, t), -xp.inf, dtype=x.dtype), k=1)
-    attn, _ = softmax_forward(scores)  # (B, H, T, T), each row sums to 1
-    heads = attn @ v  # (B, H, T, Dh)
-    heads = heads.transpose(0, 2, 1, 3).reshape(b, t, d)  # (B, T, D): [SA_1; ...; SA_H] side by side
-    out, out_cache = linear_forward(heads, w_out, b_out)
-    return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache)
+    qkv = split_heads(qkv, num_heads)  # (3, B, H, T, Dh)
+    attn, heads = attend(*qkv, causal)  # (B, H, T, T), (B, H, T, Dh)
+    out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
+    return out, AttentionCache(qkv, attn, qkv.shape[-1] ** -0.5, qkv_cache, out_cache)
+
+
+def attention_decode(x, w_qkv, b_qkv, w_out, b_out, num_heads, past=None):
+    """Causal attention for generation, with a key/value cache. Forward only.
+
+    x: (B, t, D), the next t tokens; past: (k, v) of the tokens before them, each (B, H, T0, Dh),
+    as the previous call returned (None at the start)
+    returns out (B, t, D), present: (k, v) of all T0 + t tokens
+
+    The outputs equal attention_forward's (causal) at those positions: a token's keys and values
+    depend only on the token itself, so those of earlier tokens are kept instead of recomputed, and
+    sampling T tokens costs T one-token steps, not T forwards over the whole prefix.
+    """
+    xp = array_module(x)
+    attention_shapes(x, w_qkv, num_heads)
+    qkv, _ = linear_forward(x, w_qkv, b_qkv)
+    q, k, v = split_heads(qkv, num_heads)  # each (B, H, t, Dh)
+    if past is not None:
+        k, v = xp.concatenate([past[0], k], axis=2), xp.concatenate([past[1], v], axis=2)  # (B, H, T0 + t, Dh)
+    _, heads = attend(q, k, v, causal=True)
+    out, _ = linear_forward(merge_heads(heads), w_out, b_out)
+    return out, (k, v)
 
 
 @accelerated(kernel.attention_backward)

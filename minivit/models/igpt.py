@@ -1,0 +1,188 @@
+"""iGPT (Chen et al., "Generative Pretraining from Pixels", ICML 2020): a GPT-2 decoder over the
+palette ids of an image's pixels in raster order, trained to predict each pixel from those before it.
+
+    p(x) = Π_i p(x_i | x_1, ..., x_{i-1})                     (Eq. 1, autoregressive)
+    L_AR = E_x [-log p(x)]                                      (Eq. 2)
+
+    h_0 = [SOS; W_tok x_1; ...; W_tok x_{T-1}] + W_pos         (the input: shifted right behind SOS)
+    h_l = block_l(h_{l-1})                                      (pre-LN, causal MSA and MLP)
+    logits = LN(h_L) W_head + b                                 (untied head over the K palette ids)
+
+    model = IGPT.from_preset("cpu")           # or IGPT(image_size=16, vocab_size=512, dim=..., ...)
+    logits = model(tokens)                    # ids (B, T) -> (B, T, K); logits[:, i] sees tokens[:, :i]
+    model.backward(dlogits)                   # fills every parameter's .grad
+    images = model.generate(prompt, num_tokens, temperature=1.0, top_k=None)
+"""
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .. import backend, ops
+from ..nn import Block, Dropout, Embedding, LayerNorm, Linear, Module, new_parameter, trunc_normal
+
+
+@dataclass(frozen=True)
+class IGPTConfig:
+    image_size: int = 16  # T = image_size² tokens
+    vocab_size: int = 512  # K palette colours
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 512
+    dropout: float = 0.0
+
+
+PRESETS = {
+    # For 2 CPU cores: 16×16 images (256 tokens), 4 causal blocks of width 128: 0.96 M parameters.
+    "cpu": IGPTConfig(),
+    # Paper-like for one GPU (CuPy): the paper's 32×32 (1,024 tokens) and palette of 512, 8 blocks of
+    # width 512 (iGPT-S has 24): 26.3 M parameters.
+    "gpu": IGPTConfig(image_size=32, dim=512, depth=8, heads=8, mlp_dim=2048),
+}
+
+
+def preset(name, **overrides):
+    """A named IGPTConfig, with any field overridden: preset("cpu", image_size=8)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown iGPT preset {name!r}; expected one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+class IGPT(Module):
+    """Image GPT over palette tokens.
+
+    Parameters (names as in state_dict()):
+      tok_embed   Embedding(K, D)   W_tok, one row per palette colour
+      sos         (1, 1, D)         the start-of-sequence input, in front of the first pixel
+      pos_embed   (1, T, D)         W_pos, one row per raster position
+      blocks.i    Block (causal)
+      norm        LayerNorm(D)      the final LN
+      head        Linear(D, K)      untied from W_tok
+    """
+
+    def __init__(self, image_size=16, vocab_size=512, dim=128, depth=4, heads=4, mlp_dim=512, dropout=0.0):
+        self.config = IGPTConfig(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout)
+        if image_size < 1 or vocab_size < 2:
+            raise ValueError(f"image_size must be >= 1 and vocab_size >= 2, got {image_size} and {vocab_size}")
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.num_tokens = image_size * image_size
+        self.tok_embed = Embedding(vocab_size, dim)
+        self.sos = new_parameter(trunc_normal((1, 1, dim)), decay=False)
+        self.pos_embed = new_parameter(trunc_normal((1, self.num_tokens, dim)), decay=False)
+        self.dropout = Dropout(dropout)
+        self.blocks = [Block(dim, heads, mlp_dim, dropout, causal=True) for _ in range(depth)]
+        self.norm = LayerNorm(dim)
+        self.head = Linear(dim, vocab_size)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**asdict(config))
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        return cls.from_config(preset(name, **overrides))
+
+    def _check_tokens(self, tokens, what="tokens", limit=None):
+        limit = self.num_tokens if limit is None else limit
+        if not hasattr(tokens, "dtype") or tokens.dtype.kind not in "iu":
+            raise ValueError(f"{what} must be an integer array of palette ids, got {getattr(tokens, 'dtype', tokens)}")
+        if tokens.ndim != 2:
+            raise ValueError(f"{what} must have shape (B, T), got {tokens.shape}")
+        if tokens.shape[1] > limit:
+            raise ValueError(f"{what} have {tokens.shape[1]} tokens, more than the {limit} this model can take "
+                             f"(image_size {self.config.image_size}: T = {self.num_tokens})")  # fmt: skip
+        k = self.config.vocab_size
+        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= k):
+            raise ValueError(f"{what} must be palette ids in [0, {k}), got values from {int(tokens.min())} "
+                             f"to {int(tokens.max())}")  # fmt: skip
+        self._check_backend([tokens])
+
+    def _embed(self, tokens, start):
+        """Input vectors at positions start ... start + t - 1: SOS at position 0, else the embedding of
+        the token one position earlier (the shift right). tokens: the ids those inputs are made of."""
+        xp = backend.array_module(tokens)
+        x = self.tok_embed(tokens)  # (B, t', D)
+        if start == 0:
+            sos = xp.broadcast_to(self.sos.data, (len(tokens), 1, self.config.dim))
+            x = xp.concatenate([sos, x], axis=1)  # (B, t' + 1, D)
+        return x + self.pos_embed.data[:, start : start + x.shape[1]]
+
+    def forward(self, tokens):
+        """tokens: ids (B, T') with T' ≤ T -> logits (B, T', K); logits[:, i] sees tokens[:, :i] only."""
+        self._check_tokens(tokens)
+        self._t = tokens.shape[1]
+        x = self.dropout(self._embed(tokens[:, :-1], 0))  # (B, T', D): [SOS, x_1 ... x_{T'-1}] + W_pos
+        for block in self.blocks:
+            x = block(x)  # causal: position i mixes positions ≤ i only
+        return self.head(self.norm(x))  # (B, T', K)
+
+    def backward(self, dlogits):
+        """dlogits: (B, T', K); fills every parameter's grad. Token ids have no gradient: returns None."""
+        dx = self.norm.backward(self.head.backward(dlogits))
+        for block in reversed(self.blocks):
+            dx = block.backward(dx)
+        dx = self.dropout.backward(dx)  # (B, T', D)
+        self.pos_embed.grad[:, : self._t] += dx.sum(axis=0, keepdims=True)
+        self.sos.grad += dx[:, :1].sum(axis=0, keepdims=True)
+        self.tok_embed.backward(dx[:, 1:])  # position i + 1's input was token i's embedding
+        return None
+
+    def decode(self, tokens, past=None):
+        """Logits for the next positions, with a key/value cache (generation; forward only, eval mode).
+
+        past None: tokens (B, t) are an image's first t ids; returns logits (B, t + 1, K) for the
+        tokens at positions 0 ... t (SOS and the t tokens are the inputs).
+        past from a previous call that covered n inputs: tokens (B, t) are the inputs at positions
+        n ... n + t - 1, i.e. ids n - 1 ... n + t - 2 of the image; returns logits (B, t, K).
+        returns logits, present (pass it as `past` to the next call)
+        """
+        start = 0 if past is None else past[0][0].shape[2]
+        self._check_tokens(tokens, limit=self.num_tokens - start - (past is None))
+        x = self._embed(tokens, start)
+        present = []
+        for block, kv in zip(self.blocks, past or [None] * len(self.blocks), strict=True):
+            x, kv = block.decode(x, kv)
+            present.append(kv)
+        return self.head(self.norm(x)), present
+
+    def generate(self, prompt, num_tokens, temperature=1.0, top_k=None, rng=None):
+        """Sample num_tokens ids after each prompt, one position at a time with the key/value cache.
+
+        prompt: ids (B, T0), T0 ≥ 0, on the model's backend; T0 + num_tokens ≤ T
+        temperature: divides the logits (< 1 sharper, > 1 flatter); top_k: sample among the k most
+        likely ids only (1: greedy); rng: a NumPy Generator (default minivit.backend.rng(numpy))
+        returns ids (B, T0 + num_tokens)
+        """
+        self._check_tokens(prompt, "prompt")
+        if num_tokens < 0 or prompt.shape[1] + num_tokens > self.num_tokens:
+            raise ValueError(f"prompt of {prompt.shape[1]} tokens plus num_tokens {num_tokens} must be between 0 "
+                             f"and the {self.num_tokens} tokens of an image")  # fmt: skip
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
+            raise ValueError(f"top_k must be between 1 and {self.config.vocab_size}, got {top_k}")
+        rng = backend.rng(np) if rng is None else rng
+        xp = backend.array_module(prompt)
+        was_training = self.training
+        self.eval()
+        out, past, new = prompt, None, prompt
+        for _ in range(num_tokens):
+            logits, past = self.decode(new, past)
+            new = xp.asarray(_sample(backend.to_numpy(logits[:, -1]), temperature, top_k, rng))[:, None]
+            out = xp.concatenate([out, new.astype(prompt.dtype)], axis=1)
+        self.train(was_training)
+        return out
+
+
+def _sample(logits, temperature, top_k, rng):
+    """One id per row of logits (B, K), from softmax(logits / temperature) over the top_k (NumPy)."""
+    if top_k == 1:
+        return logits.argmax(axis=1)
+    logits = logits.astype(np.float64) / temperature
+    if top_k is not None:
+        kth = np.sort(logits, axis=1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs, _ = ops.softmax_forward(logits)
+    return np.array([rng.choice(len(p), p=p) for p in probs])
