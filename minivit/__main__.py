@@ -1,10 +1,12 @@
-"""The command line: `python -m minivit train | evaluate | predict`.
+"""The command line: `python -m minivit train | evaluate | predict | sample`.
 
     python -m minivit train                            # the default recipe on CIFAR-10
     python -m minivit train --recipe quick             # a first look, ~10 minutes on 2 CPU cores
     python -m minivit train --resume runs/cpu-...      # continue a stopped run
+    python -m minivit train --task igpt                # iGPT's pretraining (the igpt-cpu recipe)
     python -m minivit evaluate runs/cpu-.../checkpoint.npz
     python -m minivit predict runs/cpu-.../checkpoint.npz cat.png
+    python -m minivit sample runs/igpt-cpu-.../checkpoint.npz --out samples.png
 """
 
 import argparse
@@ -19,12 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
+from .nn.module import atomic_file
 from .data import DataError, load_cifar, normalize
-from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
+from .train import (RECIPES, TASKS, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume,
+                    train)  # fmt: skip
 
 HELP = {
+    "task": "classify (a ViT) or igpt (iGPT's next-pixel pretraining)",
     "dataset": "cifar10 or cifar100",
-    "model": "ViT preset (tiny, mini); --patch-size ... --dropout override its fields",
+    "model": "the task's preset (ViT: tiny, mini; iGPT: cpu, gpu); the model flags override its fields",
+    "image_size": "iGPT: the resolution images are area-averaged to (T = image_size² tokens)",
+    "vocab_size": "iGPT: the palette's number of colours K",
+    "palette_sample": "iGPT: pixels the palette's k-means is fitted on (default 200000)",
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
     "stem": "3×3 stride-2 convolutions before the patches (the paper's hybrid; 0: off)",
     "stem_width": "channels of the stem's last convolution, each earlier one half as many (0: dim/2)",
@@ -69,7 +77,7 @@ def _recipes_help():
     for name, recipe in RECIPES.items():
         changed = [f"{f.name}={getattr(recipe, f.name)}" for f in fields(TrainConfig)
                    if getattr(recipe, f.name) != getattr(default, f.name)]  # fmt: skip
-        lines.append(f"  {name:<6} {' '.join(changed)}")
+        lines.append(f"  {name:<8} {' '.join(changed)}")
     shown = [f"{f.name}={getattr(default, f.name)}" for f in fields(TrainConfig) if getattr(default, f.name) is not None]
     lines.append("defaults: " + " ".join(shown))
     return "\n".join(lines)
@@ -81,12 +89,14 @@ def build_parser():
                                      allow_abbrev=False)  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a ViT on CIFAR", allow_abbrev=False, epilog=_recipes_help(),
-                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                            description="Train a ViT on CIFAR-10/100. A recipe sets every field; flags override it.")  # fmt: skip
+    p = commands.add_parser("train", help="train a ViT (or pretrain an iGPT) on CIFAR", allow_abbrev=False,
+                            epilog=_recipes_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+                            description="Train a ViT on CIFAR-10/100, or pretrain an iGPT on its pixels (--task igpt). "
+                                        "A recipe sets every field; flags override it.")  # fmt: skip
     p.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="named settings: quick (~10 min on 2 CPU cores), cpu (within 2 hours on 2 cores), gpu (CuPy); "
-                        "default: gpu with --backend cupy, else cpu")  # fmt: skip
+                   help="named settings: quick (~10 min on 2 CPU cores), cpu (within 2 hours on 2 cores), gpu (CuPy), "
+                        "igpt-cpu, igpt-gpu; default: cpu (igpt-cpu with --task igpt), or the gpu one with "
+                        "--backend cupy")  # fmt: skip
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<recipe>-<date>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
@@ -98,7 +108,8 @@ def build_parser():
         else:
             p.add_argument(flag, type=_field_type(f), default=None, help=HELP.get(f.name, f"override the preset's {f.name}"))
 
-    p = commands.add_parser("evaluate", help="test accuracy (overall and per class) of a checkpoint", allow_abbrev=False)
+    p = commands.add_parser("evaluate", allow_abbrev=False,
+                            help="test accuracy (overall and per class) of a checkpoint; an iGPT's test nats per token")  # fmt: skip
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     _add_data_flags(p)
@@ -106,6 +117,19 @@ def build_parser():
     p = commands.add_parser("predict", help="top-5 classes for an image file", allow_abbrev=False)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("image", type=Path, help="a PNG or JPEG; resized to the model's input size")
+
+    p = commands.add_parser("sample", allow_abbrev=False,
+                            help="an iGPT checkpoint's unconditional samples and completions of test images, as a PNG")  # fmt: skip
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG to write (default: samples.png)")
+    p.add_argument("--samples", type=int, default=8, help="unconditional samples (default 8)")
+    p.add_argument("--images", type=int, default=4, help="test images to complete from their top half (default 4)")
+    p.add_argument("--completions", type=int, default=8, help="completions of each (default 8)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, help="sample among the k most likely colours only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    _add_data_flags(p)
     return parser
 
 
@@ -119,21 +143,35 @@ def cmd_train(args):
         print(f"resuming {args.resume}")
         history = resume(args.resume, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
     else:
-        recipe = args.recipe or ("gpu" if given.get("backend") == "cupy" else "cpu")
+        default = "igpt-cpu" if given.get("task") == "igpt" else "cpu"
+        recipe = args.recipe or (default.replace("cpu", "gpu") if given.get("backend") == "cupy" else default)
         config = replace(RECIPES[recipe], **given)
         run_dir = args.run_dir or Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"training recipe {recipe!r} in {run_dir}")
         history = train(config, run_dir, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
-    best = max(history, key=lambda m: m["test_accuracy"])
     last = history[-1]
-    print(f"done: test accuracy {last['test_accuracy']:.2%} after {last['epoch']} epochs "
-          f"(best {best['test_accuracy']:.2%} at epoch {best['epoch']}), {last['elapsed_s'] / 60:.1f} min")  # fmt: skip
+    if "test_accuracy" in last:
+        best = max(history, key=lambda m: m["test_accuracy"])
+        result = f"test accuracy {last['test_accuracy']:.2%}"
+        result_best = f"best {best['test_accuracy']:.2%} at epoch {best['epoch']}"
+    else:
+        best = min(history, key=lambda m: m["test_loss"])
+        result = f"test {last['test_loss']:.4f} nats per token ({last['test_loss'] / np.log(2):.3f} bits)"
+        result_best = f"best {best['test_loss']:.4f} at epoch {best['epoch']}"
+    print(f"done: {result} after {last['epoch']} epochs ({result_best}), {last['elapsed_s'] / 60:.1f} min")
 
 
 def cmd_evaluate(args):
-    model, meta, _ = load_checkpoint(args.checkpoint)
+    model, meta, arrays = load_checkpoint(args.checkpoint)
     model.to(args.backend, np.dtype(meta["train"]["dtype"]))
     data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
+    if meta["train"].get("task", "classify") != "classify":
+        config = replace(TrainConfig(**meta["train"]), backend=args.backend, test_subset=0)
+        nats = TASKS[config.task](config, data, arrays).evaluate(model)["test_loss"]
+        baselines = ", ".join(f"{name} {value:.4f}" for name, value in meta["baselines"].items())
+        print(f"{args.checkpoint}: {nats:.4f} nats per token ({nats / np.log(2):.3f} bits) on the "
+              f"{len(data.test_images)} test images; baselines on the run's test tokens: {baselines}")  # fmt: skip
+        return
     result = evaluate(model, data.test_images, data.test_labels, meta["mean"], meta["std"])
     print(f"{args.checkpoint}: test accuracy {result['accuracy']:.2%} on {len(data.test_labels)} images, "
           f"loss {result['loss']:.4f}")  # fmt: skip
@@ -147,6 +185,8 @@ def cmd_predict(args):
     from PIL import Image, UnidentifiedImageError
 
     model, meta, _ = load_checkpoint(args.checkpoint)
+    if meta["train"].get("task", "classify") != "classify":
+        raise ValueError(f"{args.checkpoint} is an {meta['train']['task']} run; predict needs a classifier's")
     model.to(None, np.dtype(meta["train"]["dtype"])).eval()
     size = model.config.image_size
     if not args.image.is_file():
@@ -165,9 +205,44 @@ def cmd_predict(args):
         print(f"  {meta['classes'][k]:<12} {probs[k]:.2%}")
 
 
+def cmd_sample(args):
+    from .data.palette import Palette, downsample
+    from .viz import plot_completions
+
+    model, meta, arrays = load_checkpoint(args.checkpoint)
+    if meta["train"].get("task") != "igpt":
+        raise ValueError(f"{args.checkpoint} is a {meta['train'].get('task', 'classify')} run; sample needs an iGPT's")
+    for name in ("samples", "images", "completions"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    model.to(args.backend, np.dtype(meta["train"]["dtype"])).eval()
+    xp = backend.use_module(args.backend)
+    palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
+    size, t = model.config.image_size, model.num_tokens
+    rng = np.random.default_rng(args.seed)
+    options = {"temperature": args.temperature, "top_k": args.top_k, "rng": rng}
+    began = time.perf_counter()
+    samples = model.generate(xp.zeros((args.samples, 0), dtype=np.int64), t, **options)
+    data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
+    originals = palette.quantize(downsample(backend.to_device(data.test_images[: args.images], args.backend), size))
+    top = xp.repeat(originals.reshape(args.images, t)[:, : t // 2], args.completions, axis=0).astype(np.int64)
+    completions = model.generate(top, t - t // 2, **options)
+    seconds = time.perf_counter() - began
+
+    def pixels(ids):
+        return backend.to_numpy(palette.dequantize(ids.reshape(-1, size, size)))
+
+    fig = plot_completions(pixels(originals), pixels(completions).reshape(args.images, args.completions, size, size, 3),
+                           pixels(samples))  # fmt: skip
+    with atomic_file(args.out, suffix=".png") as f:
+        fig.savefig(f, dpi=100, format="png")
+    print(f"wrote {args.out}: {args.samples} samples and {args.images}×{args.completions} completions of "
+          f"{size}×{size} images in {seconds:.1f} s")  # fmt: skip
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}[args.command]
+    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "sample": cmd_sample}[args.command]
     try:
         command(args)
     except Interrupted as e:

@@ -1,7 +1,13 @@
-"""Training a ViT classifier on CIFAR: the loop, metrics, checkpoints and exact resume.
+"""One training loop for every task: metrics, checkpoints and exact resume.
 
     result = train(RECIPES["quick"], run_dir="runs/quick", source="cifar-10-python.tar.gz")
     result = resume("runs/quick")                       # continues a stopped or killed run
+    result = train(RECIPES["igpt-cpu"], run_dir="runs/igpt")   # iGPT's next-pixel pretraining
+
+A task (TrainConfig.task) is what differs between runs: its model, how a batch becomes a loss and
+its gradients, and how it is evaluated. `Classify` below is the ViT classifier of the paper;
+`minivit.tasks.igpt.Pretrain` is iGPT's generative pretraining. The loop around them (schedule,
+clipping, NaN guard, progress, checkpoints, resume, metrics, curves) is the same for all.
 
 Every random draw of a step (the shuffle of its epoch, its augmentation, its dropout masks and kept
 patches) comes from generators seeded by (seed, stream, epoch, step). So the position in training is
@@ -9,10 +15,11 @@ all the random state there is: a run resumed from any checkpoint takes exactly t
 uninterrupted run would, and on NumPy ends with bit-identical parameters.
 
 A run folder holds:
-  config.json      the TrainConfig and the model's ViTConfig
-  checkpoint.npz   model, optimiser (with the schedule's step), position, metrics so far; atomic,
-                   written after every epoch and when stopped with Ctrl-C
-  metrics.jsonl    one line per epoch: train and test loss and accuracy, learning rate, images/s, time
+  config.json      the TrainConfig and the model's config
+  checkpoint.npz   model, optimiser (with the schedule's step), position, metrics so far, and what
+                   the task needs to go on (iGPT: its palette); atomic, written after every epoch
+                   and when stopped with Ctrl-C
+  metrics.jsonl    one line per epoch: train and test loss (and accuracy), learning rate, images/s, time
   curves.png       the learning curves
 """
 
@@ -30,9 +37,10 @@ from tqdm.auto import tqdm
 from . import backend, ops
 from .data import augment, epoch_batches, load_cifar, normalize
 from .data.cifar import get_spec
-from .models import ViT, ViTConfig, preset
+from .models import ViT, preset
 from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
+from .tasks.igpt import Pretrain
 from .viz import plot_curves
 
 
@@ -40,8 +48,12 @@ from .viz import plot_curves
 class TrainConfig:
     """Everything that decides what a run computes (where the data lives is not part of it)."""
 
+    task: str = "classify"  # one of TASKS: "classify" (a ViT) or "igpt" (iGPT's pretraining)
     dataset: str = "cifar10"
-    model: str = "mini"  # a ViT preset; the fields below override it when set
+    model: str = "mini"  # a preset of the task's model (ViT: tiny, mini; iGPT: cpu, gpu); fields below override it
+    image_size: int | None = None  # iGPT: the resolution images are area-averaged to (T = image_size² tokens)
+    vocab_size: int | None = None  # iGPT: the palette's K colours
+    palette_sample: int | None = None  # iGPT: pixels the palette's k-means is fitted on (None: 200,000)
     patch_size: int | None = None
     dim: int | None = None
     depth: int | None = None
@@ -73,9 +85,10 @@ class TrainConfig:
     dtype: str = "float32"
 
     def model_config(self, num_classes):
-        overrides = {f: getattr(self, f) for f in ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout",
-                                                    "patch_dropout", "stem", "stem_width")}  # fmt: skip
-        return preset(self.model, num_classes=num_classes, **{k: v for k, v in overrides.items() if v is not None})
+        """The config of the model this run trains (a ViTConfig, or an IGPTConfig for task "igpt")."""
+        task = TASKS[self.task]
+        given = {f: getattr(self, f) for f in task.model_fields if getattr(self, f) is not None}
+        return task.preset(self.model, num_classes, **given)
 
     def augment_options(self):
         """The keyword arguments of data.augment() for this run."""
@@ -86,6 +99,8 @@ class TrainConfig:
 
     def check(self):
         """Raise ValueError naming the first field that cannot work."""
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         get_spec(self.dataset)  # DataError for an unknown dataset
         positive = ("epochs", "batch_size", "eval_batch_size")
         for name in positive:
@@ -104,11 +119,15 @@ class TrainConfig:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        for name in ("patch_size", "dim", "depth", "heads", "mlp_dim"):
+        for name in ("patch_size", "dim", "depth", "heads", "mlp_dim", "image_size", "vocab_size", "palette_sample"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        task = TASKS[self.task]
+        for name, off in task.not_applicable.items():  # a setting of another task is an error, not ignored
+            if getattr(self, name) != off:
+                raise ValueError(f"{name} does not apply to task {self.task!r}; set it to {off} (got {getattr(self, name)})")
         backend.use_module(self.backend)  # an unknown backend, or CuPy without a GPU, fails here, before any work
-        ViT.from_config(self.model_config(get_spec(self.dataset).num_classes))  # checks the model's shape
+        task.model_class.from_config(self.model_config(get_spec(self.dataset).num_classes))  # checks the model's shape
         return self
 
 
@@ -124,6 +143,13 @@ RECIPES = {
         model="tiny", backend="cupy", epochs=200, batch_size=256, lr=1e-3, warmup_epochs=10, mixup=0.8, cutmix=1.0,
         mix_prob=0.5,
     ),
+    # iGPT's pretraining on 2 CPU cores: 16×16 images (256 tokens), the cpu preset (4 blocks of width 128),
+    # a palette of 512 colours; flips only, no label smoothing (measurement: see the README).
+    "igpt-cpu": TrainConfig(task="igpt", model="cpu", epochs=6, batch_size=64, lr=2e-3, warmup_epochs=0.5,
+                            weight_decay=0.01, label_smoothing=0.0, crop_padding=0),  # fmt: skip
+    # The paper-like run for one GPU (CuPy): 32×32 images (1,024 tokens), the gpu preset (8 blocks of width 512).
+    "igpt-gpu": TrainConfig(task="igpt", model="gpu", backend="cupy", epochs=60, batch_size=64, lr=1e-3,
+                            warmup_epochs=1.0, weight_decay=0.01, label_smoothing=0.0, crop_padding=0),  # fmt: skip
 }
 
 
@@ -151,6 +177,65 @@ def step_seed(seed, stream, epoch, step=0):
     return int(np.random.SeedSequence((seed, STREAMS.index(stream), epoch, step)).generate_state(1)[0])
 
 
+class Classify:
+    """The paper's task: a ViT classifies CIFAR images (augmented), trained with cross-entropy.
+
+    What every task gives the loop: `model_class`, `preset`, `model_fields` and `not_applicable`
+    (for TrainConfig), and, built from the config and the dataset, `num_train`, `train_step`,
+    `evaluate`, `epoch_metrics`, `sums`, `meta` and `arrays` (extra checkpoint contents).
+    """
+
+    model_class = ViT
+    model_fields = ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout", "stem",
+                    "stem_width")  # fmt: skip
+    not_applicable = {"image_size": None, "vocab_size": None, "palette_sample": None}
+    sums = ("correct",)  # running sums over an epoch's steps, besides the loss and the images seen
+
+    @staticmethod
+    def preset(name, num_classes, **overrides):
+        return preset(name, num_classes=num_classes, **overrides)
+
+    def __init__(self, config, data, arrays=None):
+        spec = get_spec(config.dataset)
+        self.config, self.spec = config, spec
+        self.num_train = config.train_subset or len(data.train_images)
+        n_test = config.test_subset or len(data.test_images)
+        self.train_images = backend.to_device(data.train_images[: self.num_train], config.backend)
+        self.train_labels = backend.to_device(data.train_labels[: self.num_train], config.backend)
+        self.test_images, self.test_labels = data.test_images[:n_test], data.test_labels[:n_test]
+        self.aug = config.augment_options()
+        self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
+        self.arrays = {}
+
+    def train_step(self, model, idx, rng):
+        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {sums}"""
+        xp = backend.array_module(idx)
+        x, targets = augment(self.train_images[idx], self.train_labels[idx], rng, **self.aug)
+        logits = model(x)
+        loss, cache = ops.cross_entropy_forward(logits, targets, self.config.label_smoothing)
+        model.backward(ops.cross_entropy_backward(cache))
+        hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
+        return loss, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
+
+    def evaluate(self, model):
+        test = evaluate(model, self.test_images, self.test_labels, self.spec.mean, self.spec.std,
+                        self.config.eval_batch_size)  # fmt: skip
+        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+    @staticmethod
+    def epoch_metrics(sums):
+        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["seen"]}
+
+    @staticmethod
+    def summary(m):
+        """One line of an epoch's metrics, for the log and the command line."""
+        return f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} " \
+               f"acc {m['test_accuracy']:.4f}"  # fmt: skip
+
+
+TASKS = {"classify": Classify, "igpt": Pretrain}
+
+
 def train(config, run_dir, data_dir=None, source=None, progress=True):
     """Start a new run in `run_dir` (which must not hold one yet). Returns the metrics history."""
     config = config.check()
@@ -158,13 +243,15 @@ def train(config, run_dir, data_dir=None, source=None, progress=True):
     if (run_dir / "checkpoint.npz").exists():
         raise ValueError(f"{run_dir} already holds a run; resume it, or choose another run folder")
     data = load_cifar(config.dataset, data_dir=data_dir, source=source)
+    _check_subsets(config, data)
     model_config = config.model_config(len(data.classes))
+    task = TASKS[config.task](config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_text(run_dir / "config.json", json.dumps({"train": asdict(config), "model": asdict(model_config)}, indent=2))
     backend.seed(config.seed)  # the initial weights
-    model = ViT.from_config(model_config).to(config.backend, config.dtype)
-    state = {"epoch": 0, "step": 0, "sums": _epoch_sums(), "elapsed": 0.0, "history": []}
-    return _run(config, model, _optimizer(config, model), state, data, run_dir, progress)
+    model = task.model_class.from_config(model_config).to(config.backend, config.dtype)
+    state = {"epoch": 0, "step": 0, "sums": _epoch_sums(task), "elapsed": 0.0, "history": []}
+    return _run(config, task, model, _optimizer(config, model), state, run_dir, progress)
 
 
 def resume(run_dir, data_dir=None, source=None, progress=True):
@@ -189,12 +276,21 @@ def resume(run_dir, data_dir=None, source=None, progress=True):
     optimizer = _optimizer(config, model)
     optimizer.load_state_dict({k[len("optim.") :]: v for k, v in arrays.items() if k.startswith("optim.")})
     data = load_cifar(config.dataset, data_dir=data_dir, source=source)
-    return _run(config, model, optimizer, meta["state"], data, run_dir, progress)
+    _check_subsets(config, data)
+    task = TASKS[config.task](config, data, arrays)
+    return _run(config, task, model, optimizer, meta["state"], run_dir, progress)
 
 
-def _epoch_sums():
+def _check_subsets(config, data):
+    for name, subset, available in (("train_subset", config.train_subset, len(data.train_images)),
+                                    ("test_subset", config.test_subset, len(data.test_images))):  # fmt: skip
+        if subset > available:
+            raise ValueError(f"{name} {subset} is more than the {available} images there are")
+
+
+def _epoch_sums(task):
     """Running totals over the epoch's training steps so far (part of the checkpoint's state)."""
-    return {"loss": 0.0, "correct": 0, "seen": 0}
+    return {"loss": 0.0, **{name: 0 for name in task.sums}, "seen": 0}
 
 
 def _optimizer(config, model):
@@ -210,7 +306,8 @@ def load_checkpoint(path):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-        model = ViT.from_config(ViTConfig(**meta["model"]))
+        model_class = TASKS[meta["train"].get("task", "classify")].model_class
+        model = model_class.from_config(model_class.config_class(**meta["model"]))
     except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a minivit checkpoint of this version ({e})") from e
     model.load_state_dict({k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")})
@@ -238,30 +335,19 @@ def evaluate(model, images, labels, mean, std, batch_size=500):
     return {"loss": total / len(images), "accuracy": accuracy, "predictions": predictions}
 
 
-def _run(config, model, optimizer, state, data, run_dir, progress):
-    spec = get_spec(config.dataset)
+def _run(config, task, model, optimizer, state, run_dir, progress):
     xp = backend.use_module(config.backend)
-    for name, subset, available in (("train_subset", config.train_subset, len(data.train_images)),
-                                    ("test_subset", config.test_subset, len(data.test_images))):  # fmt: skip
-        if subset > available:
-            raise ValueError(f"{name} {subset} is more than the {available} images there are")
-    n_train = config.train_subset or len(data.train_images)
-    n_test = config.test_subset or len(data.test_images)
-    train_images = backend.to_device(data.train_images[:n_train], config.backend)
-    train_labels = backend.to_device(data.train_labels[:n_train], config.backend)
-    test_images, test_labels = data.test_images[:n_test], data.test_labels[:n_test]
-    steps_per_epoch = n_train // config.batch_size
+    steps_per_epoch = task.num_train // config.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {n_train} training images")
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {task.num_train} training images")
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    aug = config.augment_options()
-    meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config),
-            "classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}  # fmt: skip
+    meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config), **task.meta}
 
     def save_checkpoint():
         arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
         arrays |= {f"optim.{k}": v for k, v in optimizer.state_dict().items()}
+        arrays |= task.arrays
         arrays["meta"] = np.array(json.dumps({**meta, "state": state}))
         save_npz(run_dir / "checkpoint.npz", arrays)
         _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
@@ -271,7 +357,7 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
         while state["epoch"] < config.epochs:
             epoch, start = state["epoch"], state["step"]
             shuffle = np.random.default_rng(step_seed(config.seed, "shuffle", epoch))
-            batches = epoch_batches(n_train, config.batch_size, shuffle)
+            batches = epoch_batches(task.num_train, config.batch_size, shuffle)
             model.train()
             began = time.perf_counter()
             bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -280,13 +366,10 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                 rng = np.random.default_rng(step_seed(config.seed, "augment", epoch, step))
                 backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's masks and kept patches
                 idx = xp.asarray(batches[step])
-                x, targets = augment(train_images[idx], train_labels[idx], rng, **aug)
                 optimizer.lr = warmup_cosine(optimizer.step_count, total_steps, warmup_steps, config.lr, config.min_lr)
-                logits = model(x)
-                loss, cache = ops.cross_entropy_forward(logits, targets, config.label_smoothing)
-                loss = float(loss)
                 model.zero_grad()
-                model.backward(ops.cross_entropy_backward(cache))
+                loss, counts = task.train_step(model, idx, rng)  # forward, loss, backward
+                loss = float(loss)
                 # the norm is needed anyway to catch a finite loss with non-finite gradients
                 norm = clip_grad_norm(model.parameters(), config.grad_clip or math.inf)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -294,16 +377,16 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                     raise TrainingDiverged(_diverged(loss, norm, epoch, step, start, run_dir))
                 optimizer.step()
 
-                hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
                 sums = state["sums"]
                 sums["loss"] += loss * len(idx)
-                sums["correct"] += int((xp.argmax(logits, axis=1) == hard).sum())
+                for name, count in counts.items():
+                    sums[name] += count
                 sums["seen"] += len(idx)
                 state["step"] = step + 1
                 bar.update(1)
                 rate = (step + 1 - start) * config.batch_size / (time.perf_counter() - began)
-                bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", acc=f"{sums['correct'] / sums['seen']:.3f}",
-                                img_s=f"{rate:.0f}")  # fmt: skip
+                shown = {k.removeprefix("train_"): f"{v:.3f}" for k, v in task.epoch_metrics(sums).items()}
+                bar.set_postfix(**shown, img_s=f"{rate:.0f}")
                 if stop.requested:
                     bar.close()
                     state["elapsed"] += time.perf_counter() - began
@@ -311,25 +394,19 @@ def _run(config, model, optimizer, state, data, run_dir, progress):
                     raise Interrupted(f"stopped at epoch {epoch + 1}, step {step + 1}. {_resume_hint(run_dir)}")
             bar.close()
             train_time = time.perf_counter() - began
-            test = evaluate(model, test_images, test_labels, spec.mean, spec.std, config.eval_batch_size)
+            test = task.evaluate(model)
             state["elapsed"] += time.perf_counter() - began
-            sums = state["sums"]
             state["history"].append({
-                "epoch": epoch + 1, "train_loss": sums["loss"] / sums["seen"],
-                "train_accuracy": sums["correct"] / sums["seen"],
-                "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": optimizer.lr,
+                "epoch": epoch + 1, **task.epoch_metrics(state["sums"]), **test, "lr": optimizer.lr,
                 "images_per_s": (steps_per_epoch - start) * config.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - began, "elapsed_s": state["elapsed"],
             })  # fmt: skip
-            state.update(epoch=epoch + 1, step=0, sums=_epoch_sums())
+            state.update(epoch=epoch + 1, step=0, sums=_epoch_sums(task))
             save_checkpoint()
-            _plot(state["history"], run_dir / "curves.png")
+            _plot(state["history"], run_dir / "curves.png", task.meta.get("baselines"))
             m = state["history"][-1]
-            tqdm.write(
-                f"epoch {m['epoch']}/{config.epochs}  train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}"
-                f"  test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}  lr {m['lr']:.2e}"
-                f"  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.0f} s"
-            )
+            tqdm.write(f"epoch {m['epoch']}/{config.epochs}  {task.summary(m)}  lr {m['lr']:.2e}"
+                       f"  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.0f} s")  # fmt: skip
             if stop.requested and state["epoch"] < config.epochs:
                 raise Interrupted(f"stopped after epoch {epoch + 1}. {_resume_hint(run_dir)}")
     return state["history"]
@@ -381,7 +458,7 @@ def _write_text(path, text):
         f.write(text.encode())
 
 
-def _plot(history, path):
+def _plot(history, path, baselines=None):
     with atomic_file(path, suffix=".png") as f:
-        plot_curves(history).savefig(f, dpi=100, format="png")
+        plot_curves(history, baselines).savefig(f, dpi=100, format="png")
 

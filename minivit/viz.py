@@ -34,25 +34,34 @@ def _unit(x):
 # -- learning -------------------------------------------------------------------------------------
 
 
-def plot_curves(history):
-    """Learning curves from a run's metrics (a list of per-epoch dicts, as in metrics.jsonl):
-    loss and accuracy against epoch, train and test."""
+def plot_curves(history, baselines=None):
+    """Learning curves from a run's metrics (a list of per-epoch dicts, as in metrics.jsonl): loss, and
+    accuracy where the task has one, against epoch, train and test. baselines: {name: loss} drawn as
+    dashed lines on the loss panel (iGPT's unigram and bigram models)."""
     epochs = [m["epoch"] for m in history]
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    keys = [key for key in ("loss", "accuracy") if not history or f"test_{key}" in history[0]]
+    fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
     # the train loss is of augmented images against label-smoothed (or mixed) targets, so it sits above
     # a test loss of the same quality
-    for ax, key, train_label in zip(fig.subplots(1, 2), ("loss", "accuracy"),
-                                    ("train (augmented, smoothed targets)", "train (augmented)"), strict=True):  # fmt: skip
-        ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label=train_label)
+    classify = "accuracy" in keys
+    train_label = {"loss": "train (augmented, smoothed targets)" if classify else "train",
+                   "accuracy": "train (augmented)"}  # fmt: skip
+    for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
+        ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label=train_label[key])
         ax.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
+        if key == "loss":
+            for (name, value), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple")):
+                ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} baseline (test)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
+        ax.set_ylabel(key if classify else "nats per token")
         ax.set_title(key.capitalize())
         ax.grid(alpha=0.3)
         ax.legend()
     if history:
-        best = max(m["test_accuracy"] for m in history)
-        fig.suptitle(f"{len(history)} epoch{'s' * (len(history) != 1)}, best test accuracy {best:.1%}")
+        n = len(history)
+        best = (f"best test accuracy {max(m['test_accuracy'] for m in history):.1%}" if classify
+                else f"best test loss {min(m['test_loss'] for m in history):.4f}")  # fmt: skip
+        fig.suptitle(f"{n} epoch{'s' * (n != 1)}, {best}")
     return fig
 
 
@@ -345,4 +354,41 @@ def plot_head_attention(images, attention_maps, index=0, query=0):
     fig.colorbar(heat, ax=axes, shrink=0.5, label="attention ÷ the map's largest weight (in its title)")
     who = "the class token" if query < t - n else f"patch {query - (t - n)}"
     fig.suptitle(f"Attention from {who} to the patches, per block and head", fontsize=11)
+    return fig
+
+
+# -- iGPT -------------------------------------------------------------------------------------------
+
+
+def plot_completions(originals, completions, samples=None):
+    """iGPT's Figure 1: each image's top half as given, the model's completions, and the original.
+
+    originals: uint8 (M, S, S, 3); completions: uint8 (M, C, S, S, 3); samples: uint8 (N, S, S, 3)
+    unconditional samples, drawn in a row above (optional).
+    """
+    originals, completions = to_numpy(originals), to_numpy(completions)
+    m, c, s = completions.shape[:3]
+    n = 0 if samples is None else len(samples)
+    cols = max(c + 2, n)
+    rows = m + (n > 0)
+    fig = Figure(figsize=(1.1 * cols, 1.2 * rows + 0.4), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if n:
+        for j, image in enumerate(to_numpy(samples)):
+            axes[0, j].imshow(image)
+        axes[0, 0].set_title("unconditional samples", fontsize=8, loc="left")
+    for i in range(m):
+        row = axes[i + (n > 0)]
+        given = originals[i].copy()
+        given[s // 2 :] = 128  # the hidden bottom half, grey
+        row[0].imshow(given)
+        for j in range(c):
+            row[j + 1].imshow(completions[i, j])
+        row[c + 1].imshow(originals[i])
+        if i == 0:
+            row[0].set_title("given", fontsize=8)
+            row[1].set_title("completions →", fontsize=8, loc="left")
+            row[c + 1].set_title("original", fontsize=8)
     return fig

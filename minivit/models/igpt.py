@@ -61,6 +61,8 @@ class IGPT(Module):
       head        Linear(D, K)      untied from W_tok
     """
 
+    config_class = IGPTConfig
+
     def __init__(self, image_size=16, vocab_size=512, dim=128, depth=4, heads=4, mlp_dim=512, dropout=0.0):
         self.config = IGPTConfig(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout)
         if image_size < 1 or vocab_size < 2:

@@ -64,6 +64,8 @@ class ViT(Module):
       head         Linear(D, K)
     """
 
+    config_class = ViTConfig
+
     def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
                  mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0, stem_width=0):
         self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
