@@ -25,10 +25,13 @@ and its ratio says little about the code.
 
     --backend cupy    runs minivit on the GPU (and torch on CUDA when it has CUDA)
     --torch-sdpa      gives torch F.scaled_dot_product_attention instead of matmul + softmax
+    --model igpt      times iGPT's pretraining step instead (preset "cpu": 16×16 images, 256 tokens,
+                      batch 64 is the igpt-cpu recipe's): token ids in, next-token cross-entropy
 """
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 
 import minivit  # noqa: E402
+from minivit.models.igpt import PRESETS as IGPT_PRESETS  # noqa: E402
 
 SIDES = ("minivit", "plain", "torch")
 MALLOC_THRESHOLD = 1 << 30  # bytes: MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_
@@ -50,8 +54,9 @@ MALLOC_THRESHOLD = 1 << 30  # bytes: MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRE
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="vit", choices=("vit", "igpt"), help="which model's training step")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--preset", default="tiny", choices=sorted(minivit.PRESETS))
+    p.add_argument("--preset", help="the model's preset: ViT tiny (default), mini; iGPT cpu (default), gpu")
     p.add_argument("--threads", type=int, default=2, help="BLAS / OpenMP / torch threads for both sides")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
@@ -62,11 +67,20 @@ def parse_args():
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc thresholds at their defaults")
     p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.preset = args.preset or {"vit": "tiny", "igpt": "cpu"}[args.model]
+    presets = minivit.PRESETS if args.model == "vit" else IGPT_PRESETS
+    if args.preset not in presets:
+        p.error(f"--preset for --model {args.model} takes one of {sorted(presets)}, got {args.preset!r}")
     args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = sorted(set(args.sides) - set(SIDES))
     if unknown or not args.sides:
         p.error(f"--sides takes a comma-separated list from {SIDES}, got {unknown or 'nothing'}")
     return args
+
+
+def block_flops(t, d, m):
+    """Forward matmul FLOPs of one Transformer block on T tokens of width D with MLP width M."""
+    return 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * m
 
 
 def step_flops(cfg, batch):
@@ -79,20 +93,32 @@ def step_flops(cfg, batch):
         each block    2·T·D·3D (qkv) + 2·2·T²·D (q kᵀ, A v; all heads) + 2·T·D² (proj) + 2·2·T·D·M (MLP)
         head          2·D·K
 
+    (iGPT: T = image_size² tokens, no patch embedding (a lookup), the head on every token: 2·T·D·K,
+    and the causal attention computed over all T² scores, as both sides do.)
     and a step is 3 × that: the backward has two matmuls (dX and dW) per forward matmul.
     LayerNorm, softmax, GELU, the loss and the optimizer are elementwise and left out.
     """
+    d, m = cfg.dim, cfg.mlp_dim
+    if isinstance(cfg, minivit.IGPTConfig):
+        t = cfg.image_size**2
+        return 3 * batch * (cfg.depth * block_flops(t, d, m) + 2 * t * d * cfg.vocab_size)
     n = (cfg.image_size // cfg.patch_size) ** 2
     t = n + (cfg.pool == "cls")
-    d, m = cfg.dim, cfg.mlp_dim
-    block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * m
-    forward = 2 * n * cfg.patch_size**2 * cfg.in_channels * d + cfg.depth * block + 2 * d * cfg.num_classes
+    forward = 2 * n * cfg.patch_size**2 * cfg.in_channels * d + cfg.depth * block_flops(t, d, m) + 2 * d * cfg.num_classes
     return 3 * forward * batch
 
 
+def model_config(args):
+    return minivit.preset(args.preset) if args.model == "vit" else minivit.models.igpt.preset(args.preset)
+
+
 def random_batch(cfg, batch):
-    """The same float32 images (B, H, W, C) in [0, 1) and int64 labels for both sides."""
+    """The same inputs and targets for both sides: float32 images (B, H, W, C) in [0, 1) and int64
+    labels, or for iGPT int64 token ids (B, T), which are their own targets."""
     rng = np.random.default_rng(0)
+    if isinstance(cfg, minivit.IGPTConfig):
+        ids = rng.integers(0, cfg.vocab_size, (batch, cfg.image_size**2))
+        return ids, ids
     images = rng.random((batch, cfg.image_size, cfg.image_size, cfg.in_channels), dtype=np.float32)
     labels = rng.integers(0, cfg.num_classes, batch)
     return images, labels
@@ -144,16 +170,16 @@ def minivit_worker(args):
     minivit.kernels.set_enabled(args.worker == "minivit")
     minivit.backend.use(args.backend)
     minivit.backend.seed(0)
-    cfg = minivit.preset(args.preset)
-    model = minivit.ViT.from_config(cfg)
+    cfg = model_config(args)
+    model = (minivit.ViT if args.model == "vit" else minivit.IGPT).from_config(cfg)
     opt = minivit.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    images, labels = random_batch(cfg, args.batch_size)
-    x, y = minivit.backend.to_device(images), minivit.backend.to_device(labels)
+    inputs, targets = random_batch(cfg, args.batch_size)
+    x, y = minivit.backend.to_device(inputs), minivit.backend.to_device(targets).reshape(-1)
 
     def step():
-        logits = model(x)
-        loss, cache = minivit.ops.cross_entropy_forward(logits, y)
-        model.backward(minivit.ops.cross_entropy_backward(cache))
+        logits = model(x)  # (B, K), or iGPT's (B, T, K)
+        loss, cache = minivit.ops.cross_entropy_forward(logits.reshape(len(y), -1), y)
+        model.backward(minivit.ops.cross_entropy_backward(cache).reshape(logits.shape))
         opt.step()
         model.zero_grad()
         return float(loss)
@@ -165,14 +191,12 @@ def minivit_worker(args):
     serve(step, sync, {"params": model.num_parameters(), "info": info})
 
 
-def build_torch_vit(cfg, sdpa):
-    """minivit's ViT in torch: pre-LN blocks, fused qkv, exact GELU, class-token pooling."""
+def torch_blocks(cfg, sdpa, causal=False):
+    """minivit's pre-LN blocks in torch: fused qkv, exact GELU, LayerNorm eps 1e-6."""
     import torch
     from torch import nn
     from torch.nn import functional as F
 
-    if cfg.pool != "cls" or cfg.dropout:
-        raise ValueError("the torch ViT here covers pool='cls' without dropout")
     dim, heads = cfg.dim, cfg.heads
 
     class Attention(nn.Module):
@@ -185,10 +209,12 @@ def build_torch_vit(cfg, sdpa):
             b, t, _ = x.shape
             q, k, v = self.qkv(x).view(b, t, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
             if sdpa:
-                out = F.scaled_dot_product_attention(q, k, v)
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
             else:
-                attn = torch.softmax(q @ k.transpose(-1, -2) * (dim // heads) ** -0.5, dim=-1)
-                out = attn @ v
+                scores = q @ k.transpose(-1, -2) * (dim // heads) ** -0.5
+                if causal:
+                    scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1), -math.inf)
+                out = torch.softmax(scores, dim=-1) @ v
             return self.proj(out.transpose(1, 2).reshape(b, t, dim))
 
     class Block(nn.Module):
@@ -203,6 +229,30 @@ def build_torch_vit(cfg, sdpa):
             x = x + self.attn(self.norm1(x))
             return x + self.mlp(self.norm2(x))
 
+    return nn.Sequential(*(Block() for _ in range(cfg.depth)))
+
+
+def init_like_minivit(model):
+    """minivit's init: weights, tokens and positions ~ N(0, 0.02²) in ±2σ, biases 0."""
+    from torch import nn
+
+    for name, param in model.named_parameters():
+        if param.ndim >= 2:
+            nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)
+        elif name.endswith("bias"):
+            nn.init.zeros_(param)
+    return model
+
+
+def build_torch_vit(cfg, sdpa):
+    """minivit's ViT in torch: pre-LN blocks, fused qkv, exact GELU, class-token pooling."""
+    import torch
+    from torch import nn
+
+    if cfg.pool != "cls" or cfg.dropout:
+        raise ValueError("the torch ViT here covers pool='cls' without dropout")
+    dim = cfg.dim
+
     class ViT(nn.Module):
         def __init__(self):
             super().__init__()
@@ -211,7 +261,7 @@ def build_torch_vit(cfg, sdpa):
             self.patch_embed = nn.Linear(p * p * c, dim)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
-            self.blocks = nn.Sequential(*(Block() for _ in range(cfg.depth)))
+            self.blocks = torch_blocks(cfg, sdpa)
             self.norm = nn.LayerNorm(dim, eps=1e-6)
             self.head = nn.Linear(dim, cfg.num_classes)
 
@@ -224,13 +274,30 @@ def build_torch_vit(cfg, sdpa):
             x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + self.pos_embed
             return self.head(self.norm(self.blocks(x))[:, 0])
 
-    model = ViT()
-    for name, param in model.named_parameters():  # minivit's init: weights, cls, pos ~ N(0, 0.02²) in ±2σ
-        if param.ndim >= 2:
-            nn.init.trunc_normal_(param, std=0.02, a=-0.04, b=0.04)
-        elif name.endswith("bias"):
-            nn.init.zeros_(param)
-    return model
+    return init_like_minivit(ViT())
+
+
+def build_torch_igpt(cfg, sdpa):
+    """minivit's iGPT in torch: token embedding, SOS, the input shifted right, causal blocks, untied head."""
+    import torch
+    from torch import nn
+
+    class IGPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+            self.sos = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, cfg.image_size**2, cfg.dim))
+            self.blocks = torch_blocks(cfg, sdpa, causal=True)
+            self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+            self.head = nn.Linear(cfg.dim, cfg.vocab_size)
+
+        def forward(self, ids):
+            """ids (B, T) -> logits (B, T, K)"""
+            x = torch.cat([self.sos.expand(len(ids), -1, -1), self.tok_embed(ids[:, :-1])], dim=1) + self.pos_embed
+            return self.head(self.norm(self.blocks(x)))
+
+    return init_like_minivit(IGPT())
 
 
 def torch_worker(args):
@@ -243,18 +310,18 @@ def torch_worker(args):
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = minivit.preset(args.preset)
-    model = build_torch_vit(cfg, args.torch_sdpa).to(device)
+    cfg = model_config(args)
+    model = (build_torch_vit if args.model == "vit" else build_torch_igpt)(cfg, args.torch_sdpa).to(device)
     decay = [p for p in model.parameters() if p.ndim == 2]  # Linear weights, as minivit's decay=True
     no_decay = [p for p in model.parameters() if p.ndim != 2]  # biases, norms, cls token, pos embedding
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3
     )
-    images, labels = random_batch(cfg, args.batch_size)
-    x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+    inputs, targets = random_batch(cfg, args.batch_size)
+    x, y = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device).reshape(-1)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x).reshape(len(y), -1), y)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -329,14 +396,14 @@ def benchmark(args):
     if not sides:
         sys.exit("nothing to run")
 
-    cfg = minivit.preset(args.preset)
+    cfg = model_config(args)
     flops = step_flops(cfg, args.batch_size)
     malloc = (
         "glibc defaults (--no-malloc-tuning)"
         if args.no_malloc_tuning
         else f"MALLOC_MMAP_THRESHOLD_={MALLOC_THRESHOLD} MALLOC_TRIM_THRESHOLD_={MALLOC_THRESHOLD}"
     )
-    print(f"train step: preset {args.preset} {cfg}")
+    print(f"train step: {args.model} preset {args.preset} {cfg}")
     print(f"batch {args.batch_size}, float32, AdamW (lr 1e-3, weight decay 0.05 on weights)")
     print(f"threads: {args.threads} (OPENBLAS/OMP/MKL_NUM_THREADS, torch.set_num_threads; OPENBLAS_THREAD_TIMEOUT={worker_env(args)['OPENBLAS_THREAD_TIMEOUT']}), both workers")
     print(f"malloc: {malloc}, both workers")

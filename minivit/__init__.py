@@ -1,4 +1,4 @@
-"""minivit: the Vision Transformer in NumPy/CuPy, every forward and backward written by hand."""
+"""minivit: the Vision Transformer and iGPT in NumPy/CuPy, every forward and backward written by hand."""
 
 import os
 import sys
@@ -10,8 +10,8 @@ if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import backend, gradcheck, kernels, nn, ops, optim
-from .models import PRESETS, ViT, ViTConfig, preset
+from .models import IGPT, PRESETS, IGPTConfig, ViT, ViTConfig, preset
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "ViT", "ViTConfig", "backend", "gradcheck", "kernels", "nn", "ops", "optim", "preset"]
+__all__ = ["IGPT", "IGPTConfig", "PRESETS", "ViT", "ViTConfig", "backend", "gradcheck", "kernels", "nn", "ops", "optim", "preset"]
