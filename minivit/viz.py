@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from .backend import to_numpy
 
@@ -53,6 +54,7 @@ def plot_curves(history, baselines=None):
             for (name, value), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple")):
                 ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} baseline (test)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key if classify else "nats per token")
         ax.set_title(key.capitalize())
         ax.grid(alpha=0.3)
@@ -391,4 +393,25 @@ def plot_completions(originals, completions, samples=None):
             row[0].set_title("given", fontsize=8)
             row[1].set_title("completions →", fontsize=8, loc="left")
             row[c + 1].set_title("original", fontsize=8)
+    return fig
+
+
+def plot_palette(centers, columns=32):
+    """A palette's K colours (K, 3) in [0, 255] as a swatch, sorted by hue, dark to bright within a hue band."""
+    from matplotlib.colors import rgb_to_hsv
+
+    colours = np.clip(to_numpy(centers), 0, 255) / 255.0
+    hsv = rgb_to_hsv(colours)
+    grey = hsv[:, 1] < 0.15  # nearly colourless: one band of their own, by brightness
+    band = np.where(grey, -1, np.floor(hsv[:, 0] * 12))  # 12 hue bands
+    order = np.lexsort((hsv[:, 2], band))
+    rows = -(-len(colours) // columns)
+    grid = np.ones((rows * columns, 3))
+    grid[: len(colours)] = colours[order]
+    fig = Figure(figsize=(columns * 0.25 + 0.4, rows * 0.25 + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(grid.reshape(rows, columns, 3), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"the palette's {len(colours)} colours (greys first, then by hue; white cells: unused)", fontsize=9)
     return fig
