@@ -145,7 +145,7 @@ RECIPES = {
     ),
     # iGPT's pretraining on 2 CPU cores: 16×16 images (256 tokens), the cpu preset (4 blocks of width 128),
     # a palette of 512 colours; flips only, no label smoothing (measurement: see the README).
-    "igpt-cpu": TrainConfig(task="igpt", model="cpu", epochs=6, batch_size=64, lr=2e-3, warmup_epochs=0.5,
+    "igpt-cpu": TrainConfig(task="igpt", model="cpu", epochs=4, batch_size=64, lr=2e-3, warmup_epochs=0.5,
                             weight_decay=0.01, label_smoothing=0.0, crop_padding=0),  # fmt: skip
     # The paper-like run for one GPU (CuPy): 32×32 images (1,024 tokens), the gpu preset (8 blocks of width 512).
     "igpt-gpu": TrainConfig(task="igpt", model="gpu", backend="cupy", epochs=60, batch_size=64, lr=1e-3,

@@ -8,6 +8,12 @@ What it does differently, and why it is faster:
   output projection reads it without a transposing copy;
 - the backward writes dq, dk, dv straight into one (B, T, 3, H, Dh) buffer, the layout of the
   q/k/v projection's output, so that projection's backward is one matmul with no concatenation.
+
+The blocks run on the pool's threads only while each head's (T × Dh) · (Dh × T) products are small
+(T²·Dh < 2¹⁹, as for the ViT's 65 tokens). Bigger products OpenBLAS spreads over the cores itself,
+and two pool threads calling it at once make its threads contend: at iGPT's 256 tokens the pooled
+blocks ran 5× slower than the plain op (2 cores, OpenBLAS 0.3.31, measured), one after another
+they run faster than it.
 """
 
 import numpy as np
@@ -16,6 +22,8 @@ from ..ops import attention as op
 from ..ops.linear import linear_backward, linear_forward
 from .blocks import map_blocks
 from .softmax import softmax_rows, softmax_rows_backward
+
+_POOLED_PRODUCTS_BELOW = 1 << 19  # T²·Dh multiply-adds per head product; see the module docstring
 
 
 def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
@@ -40,7 +48,7 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
         softmax_rows(scores.reshape(-1, t), attn[i].reshape(-1, t))
         np.matmul(attn[i], v[i], out=heads[i].transpose(0, 2, 1, 3))  # (b, H, T, Dh)
 
-    map_blocks(images, b, num_heads * t * t * x.itemsize)
+    map_blocks(images, b, num_heads * t * t * x.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
     out, out_cache = linear_forward(heads.reshape(b, t, d), w_out, b_out)
     return out, op.AttentionCache(qkv, attn, scale, qkv_cache, out_cache)
 
@@ -64,6 +72,6 @@ def attention_backward(dout, cache):
         np.matmul(dscores, k[i], out=dq[i])
         np.matmul(dscores.swapaxes(-1, -2), q[i], out=dk[i])
 
-    map_blocks(images, b, h * t * t * dout.itemsize)
+    map_blocks(images, b, h * t * t * dout.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
     dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(b, t, 3 * h * dh), cache.qkv_cache)
     return dx, dw_qkv, db_qkv, dw_out, db_out

@@ -24,18 +24,19 @@ def set_threads(count):
     _threads, _pool = count, None
 
 
-def map_blocks(kernel, rows, row_bytes):
+def map_blocks(kernel, rows, row_bytes, parallel=True):
     """Call kernel(slice) for consecutive blocks of rows covering range(rows).
 
     Kernels must write only their own rows. Called from inside a kernel (whose thread is already one
-    of the pool's), one call covers every row.
+    of the pool's), one call covers every row. parallel=False runs the blocks one after another in
+    this thread (for kernels whose matmuls are big enough for the BLAS to spread over the cores).
     """
     if rows == 0 or threading.current_thread().name.startswith("minivit"):
         kernel(slice(0, rows))
         return
     step = max(1, BLOCK_BYTES // max(1, row_bytes))
     blocks = [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
-    if _threads == 1 or len(blocks) == 1:  # small arrays are not worth a thread hand-off
+    if not parallel or _threads == 1 or len(blocks) == 1:  # small arrays are not worth a thread hand-off
         for block in blocks:
             kernel(block)
         return
