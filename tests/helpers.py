@@ -8,3 +8,12 @@ def assert_close(errors, tol=TOLERANCE):
     items = errors.items() if isinstance(errors, dict) else enumerate(errors)
     bad = {name: err for name, err in items if not err <= tol}
     assert not bad, f"relative error above {tol:g}: " + ", ".join(f"{k}: {v:.3e}" for k, v in bad.items())
+
+
+def assert_bit_identical(a, b):
+    """Two state dicts {name: array} with the same names, dtypes and values to the last bit."""
+    import numpy as np
+
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), f"{name} differs"

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import assert_bit_identical
 
 import minivit
 from minivit.tasks.igpt import bigram_nats, unigram_nats
@@ -36,12 +37,6 @@ def flags(config=SMALL):
 def params(run_dir):
     model, meta, arrays = load_checkpoint(run_dir / "checkpoint.npz")
     return model.state_dict(), meta, arrays
-
-
-def assert_bit_identical(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        assert np.array_equal(a[name], b[name]), f"{name} differs"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import assert_bit_identical
 
 import minivit
 from minivit.train import (RECIPES, STREAMS, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume,
@@ -36,12 +37,6 @@ def small_flags(config=SMALL):
 def checkpoint_params(run_dir):
     model, meta, _ = load_checkpoint(run_dir / "checkpoint.npz")
     return model.state_dict(), meta
-
-
-def assert_bit_identical(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), f"{name} differs"
 
 
 @pytest.fixture(scope="module")

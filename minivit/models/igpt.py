@@ -14,12 +14,13 @@ palette ids of an image's pixels in raster order, trained to predict each pixel 
     images = model.generate(prompt, num_tokens, temperature=1.0, top_k=None)
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .. import backend, ops
 from ..nn import Block, Dropout, Embedding, LayerNorm, Linear, Module, new_parameter, trunc_normal
+from .presets import from_presets
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,7 @@ PRESETS = {
 
 def preset(name, **overrides):
     """A named IGPTConfig, with any field overridden: preset("cpu", image_size=8)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown iGPT preset {name!r}; expected one of {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return from_presets(PRESETS, name, "iGPT preset", **overrides)
 
 
 class IGPT(Module):

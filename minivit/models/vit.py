@@ -13,10 +13,11 @@ of n 3×3 stride-2 convolutions (each followed by LayerNorm and GELU) instead of
     model.backward(dlogits)                   # fills every parameter's .grad
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from .. import backend, ops
 from ..nn import GELU, Block, Conv2d, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
+from .presets import from_presets
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,7 @@ PRESETS = {
 
 def preset(name, **overrides):
     """A named ViTConfig, with any field overridden: preset("tiny", num_classes=100)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return from_presets(PRESETS, name, "preset", **overrides)
 
 
 class ViT(Module):
