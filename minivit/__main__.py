@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .nn.module import atomic_file
 from .data import DataError, load_cifar, normalize
-from .train import (RECIPES, TASKS, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume,
-                    train)  # fmt: skip
+from .data.palette import Palette
+from .nn.module import atomic_file
+from .tasks.igpt import mean_nats, tokenize
+from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
+from .viz import plot_completions
 
 HELP = {
     "task": "classify (a ViT) or igpt (iGPT's next-pixel pretraining)",
@@ -165,9 +167,10 @@ def cmd_evaluate(args):
     model, meta, arrays = load_checkpoint(args.checkpoint)
     model.to(args.backend, np.dtype(meta["train"]["dtype"]))
     data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
-    if meta["train"].get("task", "classify") != "classify":
-        config = replace(TrainConfig(**meta["train"]), backend=args.backend, test_subset=0)
-        nats = TASKS[config.task](config, data, arrays).evaluate(model)["test_loss"]
+    if meta["train"].get("task", "classify") != "classify":  # an iGPT: only the test images' tokens are needed
+        palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
+        tokens = tokenize(backend.to_device(data.test_images, args.backend), model.config.image_size, palette)
+        nats = mean_nats(model, tokens, meta["train"]["eval_batch_size"])
         baselines = ", ".join(f"{name} {value:.4f}" for name, value in meta["baselines"].items())
         print(f"{args.checkpoint}: {nats:.4f} nats per token ({nats / np.log(2):.3f} bits) on the "
               f"{len(data.test_images)} test images; baselines on the run's test tokens: {baselines}")  # fmt: skip
@@ -206,9 +209,6 @@ def cmd_predict(args):
 
 
 def cmd_sample(args):
-    from .data.palette import Palette, downsample
-    from .viz import plot_completions
-
     model, meta, arrays = load_checkpoint(args.checkpoint)
     if meta["train"].get("task") != "igpt":
         raise ValueError(f"{args.checkpoint} is a {meta['train'].get('task', 'classify')} run; sample needs an iGPT's")
@@ -224,8 +224,8 @@ def cmd_sample(args):
     began = time.perf_counter()
     samples = model.generate(xp.zeros((args.samples, 0), dtype=np.int64), t, **options)
     data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
-    originals = palette.quantize(downsample(backend.to_device(data.test_images[: args.images], args.backend), size))
-    top = xp.repeat(originals.reshape(args.images, t)[:, : t // 2], args.completions, axis=0).astype(np.int64)
+    originals = tokenize(backend.to_device(data.test_images[: args.images], args.backend), size, palette)  # (M, T)
+    top = xp.repeat(originals[:, : t // 2], args.completions, axis=0).astype(np.int64)
     completions = model.generate(top, t - t // 2, **options)
     seconds = time.perf_counter() - began
 

@@ -185,7 +185,7 @@ class Classify:
 
     What every task gives the loop: `model_class`, `preset`, `model_fields` and `not_applicable`
     (for TrainConfig), and, built from the config and the dataset, `num_train`, `train_step`,
-    `evaluate`, `epoch_metrics`, `sums`, `meta` and `arrays` (extra checkpoint contents).
+    `evaluate`, `epoch_metrics`, `summary`, `sums`, `meta` and `arrays` (extra checkpoint contents).
     """
 
     model_class = ViT
@@ -232,8 +232,8 @@ class Classify:
     @staticmethod
     def summary(m):
         """One line of an epoch's metrics, for the log and the command line."""
-        return f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} " \
-               f"acc {m['test_accuracy']:.4f}"  # fmt: skip
+        return (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
+                f"acc {m['test_accuracy']:.4f}")  # fmt: skip
 
 
 TASKS = {"classify": Classify, "igpt": Pretrain}

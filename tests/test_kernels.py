@@ -4,6 +4,10 @@ Each kernel must give its op's result (float64 to 1e-12, float32 to 1e-6 relativ
 checks' shapes and on training shapes, and must accept its op's cache and leave one its op accepts.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.special
@@ -105,12 +109,9 @@ def test_switch_chooses_the_path(monkeypatch):
 
 
 def test_environment_variable_turns_the_kernels_off():
-    import subprocess
-    import sys
-
     code = "import minivit; print(minivit.kernels.enabled())"
     for value, expected in (("0", "False"), ("1", "True")):
-        env = {**__import__("os").environ, "MINIVIT_KERNELS": value}
+        env = {**os.environ, "MINIVIT_KERNELS": value}
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert result.stdout.strip() == expected, f"MINIVIT_KERNELS={value}"
 

@@ -32,21 +32,22 @@ def downsample(images, size):
     *lead, h, w, c = images.shape
     if h % size or w % size:
         raise ValueError(f"cannot area-average {h}×{w} images to {size}×{size}: {size} must divide both")
-    blocks = images.reshape(*lead, size, h // size, size, w // size, c).astype(np.float32)
-    return xp.rint(blocks.mean(axis=(-4, -2))).astype(np.uint8)
+    blocks = images.reshape(*lead, size, h // size, size, w // size, c)
+    return xp.rint(blocks.mean(axis=(-4, -2), dtype=np.float32)).astype(np.uint8)  # summed as float32, no copy
 
 
 def _pixels(images):
-    """uint8 images (..., 3) -> float32 pixels (M, 3), with a clear error for anything else."""
+    """uint8 images (..., 3) -> uint8 pixels (M, 3), with a clear error for anything else."""
     if images.dtype != np.uint8 or images.shape[-1:] != (3,):
         raise ValueError(f"expected uint8 RGB images (..., 3), got {images.dtype} of shape {images.shape}")
-    return images.reshape(-1, 3).astype(np.float32)
+    return images.reshape(-1, 3)
 
 
 def _nearest(pixels, centers):
-    """(ids (M,) int64, squared distances (M,)) of each pixel's nearest centre, in bounded blocks.
+    """(ids (M,) int64, squared distances (M,)) of each pixel (M, 3) to its nearest centre (K, 3).
 
     ‖x - c‖² = ‖x‖² - 2 x·c + ‖c‖²: one matmul per block instead of an (M, K, 3) difference array.
+    Blocks of pixels are cast to float32 one at a time, so memory stays bounded for uint8 input too.
     """
     xp = backend.array_module(pixels)
     c2 = (centers * centers).sum(axis=1)  # (K,)
@@ -54,7 +55,7 @@ def _nearest(pixels, centers):
     dist = xp.empty(len(pixels), dtype=np.float32)
     step = max(1, _BLOCK_ENTRIES // len(centers))
     for i in range(0, len(pixels), step):
-        x = pixels[i : i + step]  # (b, 3)
+        x = pixels[i : i + step].astype(np.float32)  # (b, 3)
         d = c2 - 2.0 * (x @ centers.T)  # (b, K): ‖x - c‖² less ‖x‖², the same for every c
         ids[i : i + step] = d.argmin(axis=1)
         dist[i : i + step] = xp.maximum(d[xp.arange(len(x)), ids[i : i + step]] + (x * x).sum(axis=1), 0.0)
@@ -98,6 +99,7 @@ class Palette:
         rng = np.random.default_rng(seed)
         if len(pixels) > sample_size:
             pixels = pixels[xp.asarray(np.sort(rng.choice(len(pixels), sample_size, replace=False)))]
+        pixels = pixels.astype(np.float32)  # (M, 3), only the sample
 
         centers = xp.empty((k, 3), dtype=np.float32)  # k-means++
         centers[0] = pixels[int(rng.integers(len(pixels)))]

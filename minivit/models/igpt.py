@@ -101,8 +101,11 @@ class IGPT(Module):
         self._check_backend([tokens])
 
     def _embed(self, tokens, start):
-        """Input vectors at positions start ... start + t - 1: SOS at position 0, else the embedding of
-        the token one position earlier (the shift right). tokens: the ids those inputs are made of."""
+        """The input vectors at positions start, start + 1, ...: SOS at position 0, elsewhere the
+        embedding of the token one position earlier (the shift right), each plus its W_pos row.
+
+        tokens: ids (B, t') the inputs are made of -> (B, t, D), t = t' + 1 from start 0 (SOS first), else t'
+        """
         xp = backend.array_module(tokens)
         x = self.tok_embed(tokens)  # (B, t', D)
         if start == 0:

@@ -18,10 +18,10 @@ def layernorm_forward(x, gamma, beta, eps=1e-6):
     if x.shape[-1] != gamma.shape[0]:
         raise ValueError(f"layernorm: input has {x.shape[-1]} features, gamma has {gamma.shape[0]}")
     xp = array_module(x)
-    mu = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)  # (..., 1)
+    centred = x - x.mean(axis=-1, keepdims=True)  # x - μ, (..., D)
+    var = (centred**2).mean(axis=-1, keepdims=True)  # σ², (..., 1)
     rstd = 1.0 / xp.sqrt(var + eps)  # r, (..., 1)
-    xhat = (x - mu) * rstd  # (..., D)
+    xhat = centred * rstd  # (..., D)
     out = gamma * xhat + beta
     return out, (xhat, rstd, gamma)
 

@@ -24,6 +24,23 @@ from ..models.igpt import preset
 DEFAULT_PALETTE_SAMPLE = 200_000
 
 
+def tokenize(images, size, palette):
+    """uint8 images (N, H, W, 3) -> palette ids (N, size²) in raster order: area-averaged to size×size,
+    then each pixel's nearest colour. The images must be on the palette's backend."""
+    return palette.quantize(downsample(images, size)).reshape(len(images), -1)
+
+
+def mean_nats(model, tokens, batch_size):
+    """The model's mean next-token cross-entropy (nats per token) on ids (N, T), in eval mode, in batches."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i : i + batch_size]
+        loss, _ = next_token_loss(model(batch), batch)
+        total += float(loss) * len(batch)
+    return total / len(tokens)
+
+
 def unigram_nats(train, test, k):
     """Cross-entropy (nats per token) of test ids under the add-one-smoothed frequencies of train ids."""
     xp = backend.array_module(train)
@@ -35,7 +52,7 @@ def unigram_nats(train, test, k):
 def bigram_nats(train, test, k):
     """Cross-entropy (nats per token) of test ids (N, T) under p(x_i | x_{i-1}), x_{i-1} the id before
     it in raster order, counted on train ids (N, T) with add-one smoothing; the first id of each image,
-    which has no left neighbour, under the unigram model."""
+    which has no left neighbour, under the unigram model of the training images' first ids."""
     xp = backend.array_module(train)
     train, test = train.astype(np.int64), test.astype(np.int64)
     pairs = xp.bincount((train[:, :-1] * k + train[:, 1:]).reshape(-1), minlength=k * k).reshape(k, k) + 1.0
@@ -69,15 +86,13 @@ class Pretrain:
         self.num_train = config.train_subset or len(data.train_images)
         n_test = config.test_subset or len(data.test_images)
         train = downsample(backend.to_device(data.train_images[: self.num_train], config.backend), self.size)
-        test = downsample(backend.to_device(data.test_images[:n_test], config.backend), self.size)
         if arrays is not None and "palette.centers" in arrays:
             palette = Palette(backend.to_device(arrays["palette.centers"], config.backend))
         else:
             palette = Palette.fit(train, k=k, seed=config.seed,
                                   sample_size=config.palette_sample or DEFAULT_PALETTE_SAMPLE)  # fmt: skip
-        self.palette = palette
         self.train_tokens = palette.quantize(train).reshape(len(train), -1)  # (N, T) int16
-        self.test_tokens = palette.quantize(test).reshape(len(test), -1)
+        self.test_tokens = tokenize(backend.to_device(data.test_images[:n_test], config.backend), self.size, palette)
         baselines = {"unigram": unigram_nats(self.train_tokens, self.test_tokens, k),
                      "bigram": bigram_nats(self.train_tokens, self.test_tokens, k)}  # fmt: skip
         self.meta = {"baselines": baselines, "classes": list(data.classes)}
@@ -95,14 +110,7 @@ class Pretrain:
         return loss, {}
 
     def evaluate(self, model):
-        """Mean test nats per token, in eval mode, in batches."""
-        model.eval()
-        total, size = 0.0, self.config.eval_batch_size
-        for i in range(0, len(self.test_tokens), size):
-            tokens = self.test_tokens[i : i + size]
-            loss, _ = next_token_loss(model(tokens), tokens)
-            total += float(loss) * len(tokens)
-        return {"test_loss": total / len(self.test_tokens)}
+        return {"test_loss": mean_nats(model, self.test_tokens, self.config.eval_batch_size)}
 
     @staticmethod
     def epoch_metrics(sums):
