@@ -1,4 +1,4 @@
-"""The command line: `python -m minivit train | evaluate | predict | sample`.
+"""The command line: `python -m minivit train | evaluate | predict | sample | probe`.
 
     python -m minivit train                            # the default recipe on CIFAR-10
     python -m minivit train --recipe quick             # a first look, ~10 minutes on 2 CPU cores
@@ -7,10 +7,14 @@
     python -m minivit evaluate runs/cpu-.../checkpoint.npz
     python -m minivit predict runs/cpu-.../checkpoint.npz cat.png
     python -m minivit sample runs/igpt-cpu-.../checkpoint.npz --out samples.png
+    python -m minivit probe runs/igpt-cpu-.../checkpoint.npz   # linear probes of every layer
+    python -m minivit train --recipe igpt-finetune-cpu --init runs/igpt-cpu-.../checkpoint.npz
 """
 
 import argparse
+import json
 import os
+import resource
 import sys
 import time
 import types
@@ -22,14 +26,16 @@ import numpy as np
 
 from . import backend
 from .data import DataError, load_cifar, normalize
-from .data.palette import Palette
+from .data.palette import Palette, downsample
 from .nn.module import atomic_file
-from .tasks.igpt import mean_nats, tokenize
+from .probe import L2_GRID, layer_features, probe_layers
+from .tasks.igpt import classify_tokens, mean_nats, tokenize
 from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
-from .viz import plot_completions
+from .viz import plot_completions, plot_probe
 
 HELP = {
-    "task": "classify (a ViT) or igpt (iGPT's next-pixel pretraining)",
+    "task": "classify (a ViT), igpt (iGPT's next-pixel pretraining) or finetune (iGPT classification)",
+    "init": "a checkpoint.npz to start from (its model weights, and an iGPT's palette); default: random weights",
     "dataset": "cifar10 or cifar100",
     "model": "the task's preset (ViT: tiny, mini; iGPT: cpu, gpu); the model flags override its fields",
     "image_size": "iGPT: the resolution images are area-averaged to (T = image_size² tokens)",
@@ -46,6 +52,7 @@ HELP = {
     "weight_decay": "AdamW's decoupled weight decay (not on biases, norms, cls, pos)",
     "grad_clip": "clip the global gradient norm to this (0: off)",
     "label_smoothing": "ε of label smoothing",
+    "gen_loss_weight": "finetune: w of the joint loss L_CLF + w L_GEN (0: classification loss only)",
     "crop_padding": "random crop after this much zero padding (0: off)",
     "flip": "random horizontal flips",
     "mixup": "mixup's Beta(α, α) (0: off)",
@@ -97,8 +104,8 @@ def build_parser():
                                         "A recipe sets every field; flags override it.")  # fmt: skip
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="named settings: quick (~10 min on 2 CPU cores), cpu (within 2 hours on 2 cores), gpu (CuPy), "
-                        "igpt-cpu, igpt-gpu; default: cpu (igpt-cpu with --task igpt), or the gpu one with "
-                        "--backend cupy")  # fmt: skip
+                        "igpt-cpu, igpt-gpu, igpt-finetune-cpu; default: cpu (igpt-cpu with --task igpt, "
+                        "igpt-finetune-cpu with --task finetune), or the gpu one with --backend cupy")  # fmt: skip
     p.add_argument("--run-dir", type=Path, help="run folder (default: runs/<recipe>-<date>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
@@ -111,7 +118,8 @@ def build_parser():
             p.add_argument(flag, type=_field_type(f), default=None, help=HELP.get(f.name, f"override the preset's {f.name}"))
 
     p = commands.add_parser("evaluate", allow_abbrev=False,
-                            help="test accuracy (overall and per class) of a checkpoint; an iGPT's test nats per token")  # fmt: skip
+                            help="test accuracy (overall and per class) of a classifier's checkpoint (ViT or "
+                                 "fine-tuned iGPT); a pretrained iGPT's test nats per token")  # fmt: skip
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     _add_data_flags(p)
@@ -132,6 +140,20 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     _add_data_flags(p)
+
+    p = commands.add_parser("probe", allow_abbrev=False,
+                            help="linear probes on every layer of an iGPT checkpoint, against raw pixels and the "
+                                 "same model at its random initialisation")  # fmt: skip
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, help="folder for probe.json and probe.png (default: the checkpoint's folder)")
+    p.add_argument("--train-subset", type=int, default=0, help="probe on the first N training images (0: all)")
+    p.add_argument("--test-subset", type=int, default=0, help="score on the first N test images (0: all)")
+    p.add_argument("--holdout", type=int, default=5000,
+                   help="the last N of those training images choose λ (default 5000)")  # fmt: skip
+    p.add_argument("--l2", type=float, nargs="+", default=list(L2_GRID), help="the grid of λ to choose from")
+    p.add_argument("--batch-size", type=int, default=100, help="images per forward of the feature extraction")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    _add_data_flags(p)
     return parser
 
 
@@ -145,7 +167,7 @@ def cmd_train(args):
         print(f"resuming {args.resume}")
         history = resume(args.resume, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
     else:
-        default = "igpt-cpu" if given.get("task") == "igpt" else "cpu"
+        default = {"igpt": "igpt-cpu", "finetune": "igpt-finetune-cpu"}.get(given.get("task"), "cpu")
         recipe = args.recipe or (default.replace("cpu", "gpu") if given.get("backend") == "cupy" else default)
         config = replace(RECIPES[recipe], **given)
         run_dir = args.run_dir or Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -167,15 +189,21 @@ def cmd_evaluate(args):
     model, meta, arrays = load_checkpoint(args.checkpoint)
     model.to(args.backend, np.dtype(meta["train"]["dtype"]))
     data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
-    if meta["train"].get("task", "classify") != "classify":  # an iGPT: only the test images' tokens are needed
+    task = meta["train"].get("task", "classify")
+    if task != "classify":  # an iGPT: only the test images' tokens are needed
         palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
         tokens = tokenize(backend.to_device(data.test_images, args.backend), model.config.image_size, palette)
+    if task == "igpt":
         nats = mean_nats(model, tokens, meta["train"]["eval_batch_size"])
         baselines = ", ".join(f"{name} {value:.4f}" for name, value in meta["baselines"].items())
         print(f"{args.checkpoint}: {nats:.4f} nats per token ({nats / np.log(2):.3f} bits) on the "
               f"{len(data.test_images)} test images; baselines on the run's test tokens: {baselines}")  # fmt: skip
         return
-    result = evaluate(model, data.test_images, data.test_labels, meta["mean"], meta["std"])
+    if task == "finetune":
+        labels = backend.to_device(data.test_labels, args.backend)
+        result = classify_tokens(model, tokens, labels, meta["train"]["eval_batch_size"])
+    else:
+        result = evaluate(model, data.test_images, data.test_labels, meta["mean"], meta["std"])
     print(f"{args.checkpoint}: test accuracy {result['accuracy']:.2%} on {len(data.test_labels)} images, "
           f"loss {result['loss']:.4f}")  # fmt: skip
     width = max(len(c) for c in meta["classes"])
@@ -187,11 +215,14 @@ def cmd_evaluate(args):
 def cmd_predict(args):
     from PIL import Image, UnidentifiedImageError
 
-    model, meta, _ = load_checkpoint(args.checkpoint)
-    if meta["train"].get("task", "classify") != "classify":
-        raise ValueError(f"{args.checkpoint} is an {meta['train']['task']} run; predict needs a classifier's")
+    model, meta, arrays = load_checkpoint(args.checkpoint)
+    task = meta["train"].get("task", "classify")
+    if task == "igpt":
+        raise ValueError(f"{args.checkpoint} is an igpt (pretraining) run; predict needs a classifier's (classify "
+                         "or finetune)")  # fmt: skip
     model.to(None, np.dtype(meta["train"]["dtype"])).eval()
-    size = model.config.image_size
+    # a ViT reads its input size; an iGPT reads CIFAR's 32×32 images and area-averages them as in training
+    size = model.config.image_size if task == "classify" else 32
     if not args.image.is_file():
         raise FileNotFoundError(f"{args.image} does not exist (expected a PNG or JPEG image)")
     try:
@@ -199,8 +230,11 @@ def cmd_predict(args):
             pixels = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{args.image} is not an image file that can be read ({e})") from e
-    x = normalize(pixels[None], meta["mean"], meta["std"], model.dtype)
-    logits = backend.to_numpy(model(x))[0]
+    if task == "classify":
+        logits = backend.to_numpy(model(normalize(pixels[None], meta["mean"], meta["std"], model.dtype)))[0]
+    else:
+        tokens = tokenize(pixels[None], model.config.image_size, Palette(arrays["palette.centers"]))
+        logits = backend.to_numpy(model(tokens)[1])[0]
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     print(f"{args.image}:")
@@ -210,8 +244,8 @@ def cmd_predict(args):
 
 def cmd_sample(args):
     model, meta, arrays = load_checkpoint(args.checkpoint)
-    if meta["train"].get("task") != "igpt":
-        raise ValueError(f"{args.checkpoint} is a {meta['train'].get('task', 'classify')} run; sample needs an iGPT's")
+    if meta["train"].get("task", "classify") == "classify":
+        raise ValueError(f"{args.checkpoint} is a classify (ViT) run; sample needs an iGPT's (igpt or finetune)")
     for name in ("samples", "images", "completions"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -240,9 +274,82 @@ def cmd_sample(args):
           f"{size}×{size} images in {seconds:.1f} s")  # fmt: skip
 
 
+def cmd_probe(args):
+    model, meta, arrays = load_checkpoint(args.checkpoint)
+    if meta["train"].get("task", "classify") == "classify":
+        raise ValueError(f"{args.checkpoint} is a classify (ViT) run; probe needs an iGPT's (igpt or finetune)")
+    for name in ("train_subset", "test_subset", "batch_size"):
+        if getattr(args, name) < (name == "batch_size"):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {int(name == 'batch_size')}, got {getattr(args, name)}")
+    if min(args.l2) < 0:
+        raise ValueError(f"--l2 values must be >= 0, got {args.l2}")
+    dtype = np.dtype(meta["train"]["dtype"])
+    model.to(args.backend, dtype)
+    data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
+    n_train, n_test = args.train_subset or len(data.train_images), args.test_subset or len(data.test_images)
+    if n_train > len(data.train_images) or n_test > len(data.test_images):
+        raise ValueError(f"--train-subset and --test-subset can be at most {len(data.train_images)} and "
+                         f"{len(data.test_images)}, got {n_train} and {n_test}")  # fmt: skip
+    size = model.config.image_size
+    palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
+    images = {"train": backend.to_device(data.train_images[:n_train], args.backend),
+              "test": backend.to_device(data.test_images[:n_test], args.backend)}  # fmt: skip
+    labels = {"train": data.train_labels[:n_train], "test": data.test_labels[:n_test]}
+    tokens = {split: tokenize(x, size, palette) for split, x in images.items()}
+    backend.seed(meta["train"]["seed"])  # the weights the run started from
+    untrained = type(model).from_config(model.config).to(args.backend, dtype)
+
+    def probe(features):
+        return probe_layers(features["train"], labels["train"], features["test"], labels["test"], args.holdout, args.l2)
+
+    timings, rows = {}, {}
+    for name, net in (("pretrained", model), ("random init", untrained)):
+        began = time.perf_counter()
+        features = {split: layer_features(net, x, args.batch_size) for split, x in tokens.items()}  # (L + 1, N, D)
+        timings[f"features, {name}"] = time.perf_counter() - began
+        began = time.perf_counter()
+        rows[name] = probe(features)
+        timings[f"probe fits, {name}"] = time.perf_counter() - began
+    pixels = {split: backend.to_numpy(downsample(x, size)).reshape(len(x), 1, -1).transpose(1, 0, 2)
+              for split, x in images.items()}  # fmt: skip  (1, N, size²·3): one "layer"
+    began = time.perf_counter()
+    rows["raw pixels"] = probe({split: x.astype(np.float32) for split, x in pixels.items()})
+    timings["probe fit, raw pixels"] = time.perf_counter() - began
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(f"linear probes of {args.checkpoint}: {n_train} training images (the last {args.holdout} choose λ), "
+          f"{n_test} test images")  # fmt: skip
+    print(f"{'layer':<16}{'pretrained':>12}{'λ':>8}{'random init':>14}{'λ':>8}")
+    for mine, rand in zip(rows["pretrained"], rows["random init"], strict=True):
+        layer = f"{mine['layer']}" + (" (final LN)" if mine["layer"] == len(rows["pretrained"]) - 1 else "")
+        print(f"{layer:<16}{mine['test_accuracy']:>12.2%}{mine['l2']:>8.0e}{rand['test_accuracy']:>14.2%}"
+              f"{rand['l2']:>8.0e}")  # fmt: skip
+    pixel = rows["raw pixels"][0]
+    best = max(rows["pretrained"], key=lambda r: r["test_accuracy"])
+    print(f"raw pixels ({size}×{size}×3): {pixel['test_accuracy']:.2%} (λ {pixel['l2']:.0e})")
+    print(f"best pretrained layer: {best['layer']} of 0-{len(rows['pretrained']) - 1}, {best['test_accuracy']:.2%}")
+    print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
+          + f"; peak memory (resident) {peak_mib:.0f} MiB")  # fmt: skip
+
+    out = args.out or args.checkpoint.parent
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(args.checkpoint), "train_images": n_train, "test_images": n_test,
+              "holdout": args.holdout, "l2_grid": args.l2, "layers": rows, "timings_s": timings,
+              "peak_memory_mib": peak_mib}  # fmt: skip
+    with atomic_file(out / "probe.json") as f:
+        f.write(json.dumps(report, indent=2).encode())
+    fig = plot_probe({name: [r["test_accuracy"] for r in rows[name]] for name in ("pretrained", "random init")},
+                     {f"raw pixels ({size}×{size}×3)": pixel["test_accuracy"]})  # fmt: skip
+    with atomic_file(out / "probe.png", suffix=".png") as f:
+        fig.savefig(f, dpi=100, format="png")
+    print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    command = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "sample": cmd_sample}[args.command]
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "sample": cmd_sample,
+                "probe": cmd_probe}  # fmt: skip
+    command = commands[args.command]
     try:
         command(args)
     except Interrupted as e:

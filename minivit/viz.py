@@ -415,3 +415,25 @@ def plot_palette(centers, columns=32):
     ax.set_yticks([])
     ax.set_title(f"the palette's {len(colours)} colours (greys first, then by hue; white cells: unused)", fontsize=9)
     return fig
+
+
+def plot_probe(curves, baselines=None):
+    """Linear-probe test accuracy against layer (the shape of iGPT's Figure 3).
+
+    curves: {name: [accuracy of layer 0, 1, ..., L]} (e.g. the pretrained model and the same model at
+    its random initialisation); baselines: {name: accuracy} drawn as dashed lines (e.g. raw pixels).
+    """
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for (name, accuracies), marker in zip(curves.items(), "os^v"):
+        ax.plot(range(len(accuracies)), np.asarray(accuracies) * 100, f"{marker}-", label=name)
+    for (name, accuracy), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple")):
+        ax.axhline(accuracy * 100, color=color, ls="--", lw=1, label=name)
+    depth = max(len(a) for a in curves.values()) - 1
+    ax.set_xticks(range(depth + 1), [str(i) for i in range(depth)] + [f"{depth}\n(final LN)"])
+    ax.set_xlabel("layer l (features: mean over positions of LN(h_l), the input of block l)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Linear probe accuracy per layer")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

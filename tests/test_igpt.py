@@ -6,16 +6,19 @@ from helpers import assert_close
 
 from minivit import backend, ops
 from minivit.gradcheck import numerical_gradient, relative_error
-from minivit.models import IGPT, IGPTConfig
+from minivit.models import IGPT, IGPTClassifier, IGPTConfig
 from minivit.models.igpt import preset
 
 pytestmark = pytest.mark.usefixtures("op_path")  # the plain ops and the CPU kernels alike
 
 
-def small(xp, image_size=3, vocab_size=7, dim=8, depth=2, heads=2, mlp_dim=12, dropout=0.0, seed=0):
-    """A tiny iGPT in float64 on xp's backend with random values in every parameter (no special 0 or 1)."""
+def small(xp, image_size=3, vocab_size=7, dim=8, depth=2, heads=2, mlp_dim=12, dropout=0.0, seed=0, classes=0):
+    """A tiny iGPT in float64 on xp's backend with random values in every parameter (no special 0 or 1);
+    with classes > 0 an IGPTClassifier."""
     backend.seed(seed)
-    model = IGPT(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout).to(dtype=np.float64)
+    extra = {"num_classes": classes} if classes else {}
+    model = (IGPTClassifier if classes else IGPT)(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout, **extra)
+    model.to(dtype=np.float64)
     rng = np.random.default_rng(seed)
     for p in model.parameters():
         p.data[...] = xp.asarray(rng.standard_normal(p.shape) * 0.5)
@@ -53,6 +56,69 @@ def test_gradients_through_the_loss(xp, b, t, heads, dropout):
     assert {"tok_embed.weight", "sos", "pos_embed", "norm.weight", "head.weight", "blocks.1.attn.qkv.weight"} <= set(
         errors)
     assert_close(errors)
+
+
+@pytest.mark.parametrize(
+    "b, t, heads, gen_weight", [(2, 9, 2, 0.7), (3, 5, 1, 0.0), (2, 1, 2, 1.0)], ids=["joint", "clf-only", "one-token"]
+)
+def test_classifier_gradients_through_the_joint_loss(xp, b, t, heads, gen_weight):
+    """L = L_CLF + w L_GEN (Sec. 3.4); with w = 0 the generative head gets no gradient (dlogits None)."""
+    model = small(xp, heads=heads, classes=4)
+    ids = tokens(xp, b, t, model.config.vocab_size)
+    labels = xp.asarray(np.arange(b) % 4)
+
+    def loss():
+        logits, class_logits = model(ids)
+        gen = ops.cross_entropy_forward(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))[0]
+        return ops.cross_entropy_forward(class_logits, labels)[0] + gen_weight * gen
+
+    logits, class_logits = model(ids)
+    assert logits.shape == (b, t, 7) and class_logits.shape == (b, 4)
+    _, gen_cache = ops.cross_entropy_forward(logits.reshape(-1, 7), ids.reshape(-1))
+    _, clf_cache = ops.cross_entropy_forward(class_logits, labels)
+    dlogits = gen_weight * ops.cross_entropy_backward(gen_cache).reshape(logits.shape) if gen_weight else None
+    model.zero_grad()
+    model.backward(dlogits, ops.cross_entropy_backward(clf_cache))
+    errors = {name: relative_error(p.grad, numerical_gradient(loss, p.data)) for name, p in model.named_parameters()
+              if gen_weight or not name.startswith("head.")}  # fmt: skip
+    assert {"clf_head.weight", "clf_head.bias", "tok_embed.weight", "sos", "blocks.0.attn.qkv.weight"} <= set(errors)
+    assert_close(errors)
+    if not gen_weight:
+        assert float(abs(model.head.weight.grad).max()) == 0.0
+
+
+def test_classifier_starts_from_the_generative_trunk(xp):
+    """A classifier built with the same seed has the same trunk as the iGPT, and a zero head: its first
+    class logits are all 0, whatever the image."""
+    backend.seed(0)
+    igpt = IGPT(image_size=3, vocab_size=7, dim=8, depth=2, heads=2, mlp_dim=12)
+    backend.seed(0)
+    clf = IGPTClassifier(image_size=3, vocab_size=7, dim=8, depth=2, heads=2, mlp_dim=12, num_classes=5)
+    trunk = clf.state_dict()
+    assert [trunk.pop(name).any() for name in ("clf_head.weight", "clf_head.bias")] == [False, False]
+    assert trunk.keys() == igpt.state_dict().keys()
+    assert all(np.array_equal(trunk[name], value) for name, value in igpt.state_dict().items())
+    logits, class_logits = clf.to(backend.name())(tokens(xp, 2, 9, 7))
+    assert class_logits.shape == (2, 5) and not class_logits.any()
+    np.testing.assert_array_equal(backend.to_numpy(logits), backend.to_numpy(igpt.to(backend.name())(tokens(xp, 2, 9, 7))))
+
+
+def test_layer_features_are_the_normalised_block_inputs_averaged(xp):
+    """f_l = mean_i LN_l(h_l)_i with block l's first LayerNorm; f_L = mean_i of the final LN's output,
+    which is what the classifier's head reads."""
+    model = small(xp, classes=3).eval()
+    ids = tokens(xp, 4, 9, 7)
+    features = model.layer_features(ids)
+    assert features.shape == (3, 4, 8)
+    x = model._embed(ids[:, :-1], 0)
+    for block, f in zip(model.blocks, features[:-1], strict=True):
+        w, b = block.norm1.weight.data, block.norm1.bias.data
+        normed = (x - x.mean(axis=-1, keepdims=True)) / xp.sqrt(x.var(axis=-1, keepdims=True) + 1e-6) * w + b
+        assert relative_error(f, normed.mean(axis=1)) < 1e-12
+        x = block(x)
+    _, class_logits = model(ids)
+    head = features[-1] @ model.clf_head.weight.data + model.clf_head.bias.data
+    assert relative_error(class_logits, head) < 1e-12
 
 
 def test_causality(xp):

@@ -24,11 +24,11 @@ SMALL = replace(RECIPES["igpt-cpu"], image_size=8, vocab_size=32, dim=32, depth=
                 palette_sample=20_000)  # fmt: skip
 
 
-def flags(config=SMALL):
-    """Command-line flags that train `config` from the igpt-cpu recipe."""
+def flags(config=SMALL, recipe="igpt-cpu"):
+    """Command-line flags that train `config` from `recipe`."""
     names = ("image_size", "vocab_size", "dim", "depth", "heads", "mlp_dim", "epochs", "batch_size", "lr",
              "warmup_epochs", "train_subset", "test_subset", "palette_sample")  # fmt: skip
-    out = ["--recipe", "igpt-cpu", "--no-progress"]
+    out = ["--recipe", recipe, "--no-progress"]
     for name in names:
         out += ["--" + name.replace("_", "-"), str(getattr(config, name))]
     return out
@@ -131,3 +131,136 @@ def test_classify_refuses_igpt_settings():
 def test_image_size_must_divide_the_images(cifar_dir, tmp_path):
     with pytest.raises(ValueError, match="image_size 5 must divide the 32-pixel images"):
         train(replace(SMALL, image_size=5), tmp_path / "run", data_dir=cifar_dir, progress=False)
+
+
+# -- fine-tuning (Sec. 3.4) -------------------------------------------------------------------------
+
+FINETUNE = replace(RECIPES["igpt-finetune-cpu"], image_size=8, vocab_size=32, dim=32, depth=2, heads=2, mlp_dim=64,
+                   epochs=2, lr=3e-3, train_subset=1024, test_subset=500, palette_sample=20_000)  # fmt: skip
+
+
+@pytest.fixture
+def pretrained(reference, tmp_path):
+    """A copy of the small pretraining run's checkpoint (so a test may delete it)."""
+    path = tmp_path / "pretrained.npz"
+    path.write_bytes((reference[0] / "checkpoint.npz").read_bytes())
+    return path
+
+
+def test_finetuning_starts_from_the_pretrained_weights_and_palette(pretrained, cifar_dir, tmp_path):
+    """At learning rate 0 nothing moves: the run ends with the checkpoint's weights to the bit, a zero
+    classification head (so chance-level predictions of one class) and the checkpoint's palette."""
+    config = replace(FINETUNE, init=str(pretrained), lr=0.0, min_lr=0.0, epochs=1)
+    history = train(config, tmp_path / "run", data_dir=cifar_dir, progress=False)
+    state, meta, arrays = params(tmp_path / "run")
+    start, _, start_arrays = load_checkpoint(pretrained)
+    trunk = start.state_dict()
+    assert not state.pop("clf_head.weight").any() and not state.pop("clf_head.bias").any()
+    assert_bit_identical(state, trunk)
+    np.testing.assert_array_equal(arrays["palette.centers"], start_arrays["palette.centers"])
+    assert history[0]["test_accuracy"] == pytest.approx(0.1, abs=0.05)  # all logits 0: one class for every image
+    assert meta["train"]["init"] == str(pretrained)
+
+
+def test_finetuning_learns_and_resumes_bit_identical_without_the_init_file(pretrained, cifar_dir, tmp_path,
+                                                                           monkeypatch):  # fmt: skip
+    """Ctrl-C mid-epoch 2, then the init checkpoint is gone: resume needs only the run's own checkpoint
+    (weights and palette), and ends with the same bits as a run never stopped."""
+    import minivit.tasks.igpt as task
+
+    config = replace(FINETUNE, init=str(pretrained))
+    reference_dir = tmp_path / "reference"
+    history = train(config, reference_dir, data_dir=cifar_dir, progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.15  # above chance after 2 short epochs
+    real, calls = task.random_flip, []
+
+    def flip_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == config.train_subset // config.batch_size + 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task, "random_flip", flip_then_ctrl_c)
+    run_dir = tmp_path / "stopped"
+    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5"):
+        train(config, run_dir, data_dir=cifar_dir, progress=False)
+    monkeypatch.setattr(task, "random_flip", real)
+    pretrained.unlink()
+    resumed = resume(run_dir, data_dir=cifar_dir, progress=False)
+    assert_bit_identical(params(run_dir)[0], params(reference_dir)[0])
+    assert [m["test_accuracy"] for m in resumed] == [m["test_accuracy"] for m in history]
+
+
+def test_finetuning_from_scratch_fits_its_own_palette(cifar_dir, tmp_path, monkeypatch):
+    import minivit.tasks.igpt as task
+
+    fits = []
+    real = task.Palette.fit
+    monkeypatch.setattr(task.Palette, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    history = train(replace(FINETUNE, epochs=1), tmp_path / "scratch", data_dir=cifar_dir, progress=False)
+    assert fits == [1] and 0 <= history[0]["test_accuracy"] <= 1
+
+
+def test_bad_init_is_a_clear_error(pretrained, cifar_dir, tmp_path):
+    from minivit.models import IGPTClassifier, ViT
+    from minivit.train import _start_from
+
+    with pytest.raises(ValueError, match="init nope.npz is not a file"):
+        replace(FINETUNE, init="nope.npz").check()
+    with pytest.raises(ValueError, match="another architecture than this run's: dim 32 there, 64 here"):
+        train(replace(FINETUNE, init=str(pretrained), dim=64), tmp_path / "run", data_dir=cifar_dir, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+    with pytest.raises(ValueError, match="holds a ViT; this run's IGPTClassifier cannot start from it"):
+        _start_from(IGPTClassifier(image_size=4, dim=8, depth=1, heads=2, mlp_dim=8), ViT(), "vit.npz")
+    with pytest.raises(ValueError, match="gen_loss_weight does not apply to task 'igpt'"):
+        replace(SMALL, gen_loss_weight=1.0).check()
+
+
+def test_probe_command(reference, cifar_dir, tmp_path):
+    """`python -m minivit probe`: every layer of the pretrained model and of its random initialisation,
+    and raw pixels, on the same split; a table, probe.json and probe.png."""
+    out = tmp_path / "probe"
+    result = subprocess.run([sys.executable, "-m", "minivit", "probe", str(reference[0] / "checkpoint.npz"), "--out",
+                             str(out), "--train-subset", "600", "--test-subset", "300", "--holdout", "150", "--l2",
+                             "1e-3", "1e-1", "--data-dir", str(cifar_dir)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 (final LN)" in result.stdout and "raw pixels (8×8×3)" in result.stdout
+    report = json.loads((out / "probe.json").read_text())
+    assert [len(report["layers"][name]) for name in ("pretrained", "random init", "raw pixels")] == [3, 3, 1]
+    for rows in report["layers"].values():
+        assert all(r["l2"] in (1e-3, 1e-1) and 0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert (out / "probe.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "minivit", "probe", str(reference[0] / "checkpoint.npz"),
+                          "--holdout", "0", "--train-subset", "100", "--test-subset", "50", "--data-dir",
+                          str(cifar_dir)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 1 and "holdout must be between 1 and 99" in bad.stderr
+
+
+def test_finetune_command_line_evaluate_and_predict(pretrained, cifar_dir, tmp_path):
+    from PIL import Image
+
+    from minivit.data import load_cifar
+
+    def minivit_cli(*args):
+        return subprocess.run([sys.executable, "-m", "minivit", *map(str, args)], capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    run_dir = tmp_path / "ft"
+    trained = minivit_cli("train", *flags(replace(FINETUNE, epochs=1), "igpt-finetune-cpu"), "--init", pretrained,
+                          "--run-dir", run_dir, "--data-dir", cifar_dir)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "done: test accuracy" in trained.stdout
+    checkpoint = run_dir / "checkpoint.npz"
+    evaluated = minivit_cli("evaluate", checkpoint, "--data-dir", cifar_dir)
+    assert evaluated.returncode == 0, evaluated.stderr
+    lines = evaluated.stdout.splitlines()
+    assert "test accuracy" in lines[0] and "10000 images" in lines[0] and len(lines) == 11
+    image = tmp_path / "test0.png"
+    Image.fromarray(load_cifar(data_dir=cifar_dir).test_images[0]).resize((48, 40)).save(image)
+    predicted = minivit_cli("predict", checkpoint, image)
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(predicted.stdout.splitlines()) == 6 and "%" in predicted.stdout
+    refused = minivit_cli("predict", pretrained, image)
+    assert refused.returncode == 1 and "predict needs a classifier's" in refused.stderr

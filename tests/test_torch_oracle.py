@@ -365,12 +365,15 @@ def test_vit(pool, stem, stem_width):
 # -- the whole iGPT ----------------------------------------------------------------------------
 
 
-def torch_igpt(ids, params, config):
-    """iGPT's forward in torch: [SOS; embeddings of ids shifted right] + W_pos, causal blocks, LN, head."""
+def torch_igpt(ids, params, config, classify=False):
+    """iGPT's forward in torch: [SOS; embeddings of ids shifted right] + W_pos, causal blocks, LN, head;
+    with classify, also the class logits of the classifier head on the positions' mean."""
     b, t = ids.shape
     x = F.embedding(ids[:, :-1], params["tok_embed.weight"])
     x = torch.cat([params["sos"].expand(b, 1, config.dim), x], dim=1) + params["pos_embed"][:, :t]
-    return torch_linear(torch_blocks(x, params, config, causal=True), params, "head")
+    h = torch_blocks(x, params, config, causal=True)  # the final LN's output
+    logits = torch_linear(h, params, "head")
+    return (logits, torch_linear(h.mean(dim=1), params, "clf_head")) if classify else logits
 
 
 @pytest.mark.parametrize("t, heads", [(16, 2), (7, 1), (1, 2)])
@@ -393,6 +396,35 @@ def test_igpt(t, heads):
     tloss.backward()
     assert_close(logits, tlogits, "logits")
     assert_close(loss, tloss, "loss")
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params[name].grad, f"grad of {name}")
+
+
+@pytest.mark.parametrize("gen_weight", [0.0, 0.5])
+def test_igpt_classifier_joint_loss(gen_weight):
+    """Fine-tuning's L_CLF + w L_GEN (Sec. 3.4) through the classifier head on the mean of LN(h_L)."""
+    from minivit.models import IGPTClassifier
+
+    rng = np.random.default_rng(13)
+    model = IGPTClassifier(image_size=3, vocab_size=6, dim=8, depth=2, heads=2, mlp_dim=12, num_classes=4)
+    model.to(dtype=np.float64)
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    ids, labels = rng.integers(0, 6, size=(3, 9)), np.array([0, 3, 1])
+
+    logits, class_logits = model(ids)
+    clf, clf_cache = ops.cross_entropy_forward(class_logits, labels)
+    gen, gen_cache = ops.cross_entropy_forward(logits.reshape(-1, 6), ids.reshape(-1))
+    model.backward(gen_weight * ops.cross_entropy_backward(gen_cache).reshape(logits.shape),
+                   ops.cross_entropy_backward(clf_cache))  # fmt: skip
+
+    params = {name: to_t(a, grad=True) for name, a in model.state_dict().items()}
+    tlogits, tclass = torch_igpt(to_ids(ids), params, model.config, classify=True)
+    tloss = F.cross_entropy(tclass, to_ids(labels)) + gen_weight * F.cross_entropy(tlogits.reshape(-1, 6),
+                                                                                   to_ids(ids).reshape(-1))  # fmt: skip
+    tloss.backward()
+    assert_close(class_logits, tclass, "class logits")
+    assert_close(clf + gen_weight * gen, tloss, "joint loss")
     for name, p in model.named_parameters():
         assert_close(p.grad, params[name].grad, f"grad of {name}")
 

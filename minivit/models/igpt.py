@@ -12,6 +12,16 @@ palette ids of an image's pixels in raster order, trained to predict each pixel 
     logits = model(tokens)                    # ids (B, T) -> (B, T, K); logits[:, i] sees tokens[:, :i]
     model.backward(dlogits)                   # fills every parameter's .grad
     images = model.generate(prompt, num_tokens, temperature=1.0, top_k=None)
+
+What the pretraining learned is read out in two ways (Sec. 3.3-3.4):
+
+    f_l = mean_i LN(h_l)_i,  l = 0 ... L                       (the linear probe's features)
+    class logits = f_L W_clf + b_clf                            (fine-tuning: IGPTClassifier)
+    L = L_CLF + w L_GEN                                         (the joint objective, w = 1 in the paper)
+
+    features = model.layer_features(tokens)   # (L + 1, B, D), see minivit.probe
+    classifier = IGPTClassifier.from_preset("cpu", num_classes=10)
+    logits, class_logits = classifier(tokens)
 """
 
 from dataclasses import asdict, dataclass
@@ -115,23 +125,47 @@ class IGPT(Module):
 
     def forward(self, tokens):
         """tokens: ids (B, T') with T' ≤ T -> logits (B, T', K); logits[:, i] sees tokens[:, :i] only."""
+        return self.head(self._trunk(tokens))  # (B, T', K)
+
+    def backward(self, dlogits):
+        """dlogits: (B, T', K); fills every parameter's grad. Token ids have no gradient: returns None."""
+        self._trunk_backward(self.head.backward(dlogits))
+
+    def _trunk(self, tokens):
+        """tokens (B, T') -> LN(h_L) (B, T', D), the final LayerNorm's output that the heads read."""
         self._check_tokens(tokens)
         self._t = tokens.shape[1]
         x = self.dropout(self._embed(tokens[:, :-1], 0))  # (B, T', D): [SOS, x_1 ... x_{T'-1}] + W_pos
         for block in self.blocks:
             x = block(x)  # causal: position i mixes positions ≤ i only
-        return self.head(self.norm(x))  # (B, T', K)
+        return self.norm(x)
 
-    def backward(self, dlogits):
-        """dlogits: (B, T', K); fills every parameter's grad. Token ids have no gradient: returns None."""
-        dx = self.norm.backward(self.head.backward(dlogits))
+    def _trunk_backward(self, dout):
+        """dout: the gradient of LN(h_L) (B, T', D); fills the grads of everything below the heads."""
+        dx = self.norm.backward(dout)
         for block in reversed(self.blocks):
             dx = block.backward(dx)
         dx = self.dropout.backward(dx)  # (B, T', D)
         self.pos_embed.grad[:, : self._t] += dx.sum(axis=0, keepdims=True)
         self.sos.grad += dx[:, :1].sum(axis=0, keepdims=True)
         self.tok_embed.backward(dx[:, 1:])  # position i + 1's input was token i's embedding
-        return None
+
+    def layer_features(self, tokens):
+        """The linear probe's features (Sec. 3.3): f_l = mean_i LN(h_l)_i over the T' positions, for
+        l = 0 ... L. h_l is the input of block l, normalised by that block's own first LayerNorm (what
+        its attention reads); f_L is the mean of the final LayerNorm's output. Call in eval mode.
+
+        tokens: ids (B, T') -> features (L + 1, B, D)
+        """
+        self._check_tokens(tokens)
+        xp = backend.array_module(tokens)
+        x = self.dropout(self._embed(tokens[:, :-1], 0))  # (B, T', D): h_0
+        features = []
+        for block in self.blocks:
+            features.append(block.norm1(x).mean(axis=1))  # (B, D): f_l
+            x = block(x)
+        features.append(self.norm(x).mean(axis=1))  # f_L
+        return xp.stack(features)  # (L + 1, B, D)
 
     def decode(self, tokens, past=None):
         """Logits for the next positions, with a key/value cache (generation; forward only, eval mode).
@@ -178,6 +212,57 @@ class IGPT(Module):
             out = xp.concatenate([out, new.astype(prompt.dtype)], axis=1)
         self.train(was_training)
         return out
+
+
+@dataclass(frozen=True)
+class IGPTClassifierConfig(IGPTConfig):
+    num_classes: int = 10
+
+
+def classifier_preset(name, num_classes, **overrides):
+    """An iGPT preset with a classification head: classifier_preset("cpu", 10, dim=64)."""
+    return IGPTClassifierConfig(**asdict(preset(name, **overrides)), num_classes=num_classes)
+
+
+class IGPTClassifier(IGPT):
+    """iGPT fine-tuned to classify (Sec. 3.4): the generative model plus a linear head on the average
+    of the final LayerNorm's output over positions (f_L, the probe's last feature).
+
+      clf_head    Linear(D, C)      zero at the start, so the first step's class logits are all 0
+                                    and the pretrained trunk gets no random kick
+
+    logits, class_logits = model(tokens)      # (B, T', K), (B, C)
+    model.backward(dlogits, dclass_logits)    # dlogits None: the classification loss alone
+    """
+
+    config_class = IGPTClassifierConfig
+
+    def __init__(self, image_size=16, vocab_size=512, dim=128, depth=4, heads=4, mlp_dim=512, dropout=0.0,
+                 num_classes=10):  # fmt: skip
+        super().__init__(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.config = IGPTClassifierConfig(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout, num_classes)
+        self.clf_head = Linear(dim, num_classes)
+        for p in self.clf_head.parameters():
+            p.data[...] = 0
+
+    @classmethod
+    def from_preset(cls, name, num_classes=10, **overrides):
+        return cls.from_config(classifier_preset(name, num_classes, **overrides))
+
+    def forward(self, tokens):
+        """tokens: ids (B, T') -> next-token logits (B, T', K), class logits (B, C)"""
+        h = self._trunk(tokens)  # (B, T', D)
+        pooled, self._pool_cache = ops.mean_pool_forward(h)  # (B, D): f_L
+        return self.head(h), self.clf_head(pooled)
+
+    def backward(self, dlogits, dclass_logits):
+        """dlogits (B, T', K) or None, dclass_logits (B, C); fills every parameter's grad."""
+        dh = ops.mean_pool_backward(self.clf_head.backward(dclass_logits), self._pool_cache)  # (B, T', D)
+        if dlogits is not None:
+            dh += self.head.backward(dlogits)
+        self._trunk_backward(dh)
 
 
 def _sample(logits, temperature, top_k, rng):

@@ -1,4 +1,5 @@
-"""iGPT's generative pretraining (Chen et al. 2020, Sec. 3.1): next-pixel prediction on palette tokens.
+"""iGPT's tasks (Chen et al. 2020): generative pretraining (Sec. 3.1, next-pixel prediction on palette
+tokens) and fine-tuning to classify (Sec. 3.4).
 
 The data: CIFAR images area-averaged to image_size², a palette of K colours fitted on the training
 pixels at that resolution (k-means, minivit.data.palette), every image turned into T = image_size²
@@ -18,8 +19,8 @@ import numpy as np
 from .. import backend, ops
 from ..data import random_flip
 from ..data.palette import Palette, downsample
-from ..models import IGPT
-from ..models.igpt import preset
+from ..models import IGPT, IGPTClassifier
+from ..models.igpt import classifier_preset, preset
 
 DEFAULT_PALETTE_SAMPLE = 200_000
 
@@ -62,21 +63,16 @@ def bigram_nats(train, test, k):
     return (float(rest) + first) / test.size
 
 
-class Pretrain:
-    """Next-pixel prediction with iGPT (see the module docstring). A task of minivit.train's loop."""
+class _TokenTask:
+    """What pretraining and fine-tuning share: the palette, the images as tokens, the flip."""
 
-    model_class = IGPT
     model_fields = ("image_size", "vocab_size", "dim", "depth", "heads", "mlp_dim", "dropout")
-    not_applicable = {"label_smoothing": 0.0, "crop_padding": 0, "mixup": 0.0, "cutmix": 0.0, "patch_size": None,
-                      "pool": None, "patch_dropout": None, "stem": None, "stem_width": None}  # fmt: skip
-    sums = ()
-
-    @staticmethod
-    def preset(name, num_classes, **overrides):  # the classes are not needed to model pixels
-        return preset(name, **overrides)
+    not_applicable = {"crop_padding": 0, "mixup": 0.0, "cutmix": 0.0, "patch_size": None, "pool": None,
+                      "patch_dropout": None, "stem": None, "stem_width": None}  # fmt: skip
 
     def __init__(self, config, data, arrays=None):
-        """Fits the palette (or takes it from a checkpoint's arrays) and turns the images into tokens."""
+        """Fits the palette, or takes it from `arrays` (of the checkpoint the run resumes or starts
+        from), and turns the images into tokens."""
         self.config = config
         model = config.model_config(len(data.classes))
         self.size, k = model.image_size, model.vocab_size
@@ -84,26 +80,52 @@ class Pretrain:
         if side % self.size:
             raise ValueError(f"image_size {self.size} must divide the {side}-pixel images of {config.dataset}")
         self.num_train = config.train_subset or len(data.train_images)
-        n_test = config.test_subset or len(data.test_images)
+        self.num_test = config.test_subset or len(data.test_images)
         train = downsample(backend.to_device(data.train_images[: self.num_train], config.backend), self.size)
         if arrays is not None and "palette.centers" in arrays:
-            palette = Palette(backend.to_device(arrays["palette.centers"], config.backend))
+            centers = arrays["palette.centers"]
+            if centers.shape != (k, 3):
+                raise ValueError(f"the checkpoint's palette has {len(centers)} colours, this run's model {k}")
+            palette = Palette(backend.to_device(centers, config.backend))
         else:
             palette = Palette.fit(train, k=k, seed=config.seed,
                                   sample_size=config.palette_sample or DEFAULT_PALETTE_SAMPLE)  # fmt: skip
         self.train_tokens = palette.quantize(train).reshape(len(train), -1)  # (N, T) int16
-        self.test_tokens = tokenize(backend.to_device(data.test_images[:n_test], config.backend), self.size, palette)
-        baselines = {"unigram": unigram_nats(self.train_tokens, self.test_tokens, k),
-                     "bigram": bigram_nats(self.train_tokens, self.test_tokens, k)}  # fmt: skip
-        self.meta = {"baselines": baselines, "classes": list(data.classes)}
+        test = backend.to_device(data.test_images[: self.num_test], config.backend)
+        self.test_tokens = tokenize(test, self.size, palette)
+        self.meta = {"classes": list(data.classes)}
         self.arrays = {"palette.centers": backend.to_numpy(palette.centers)}
+
+    def _train_tokens(self, idx, rng):
+        """The training batch idx as ids (B, T), each token grid mirrored left-right with probability ½
+        when the run flips."""
+        tokens = self.train_tokens[idx]
+        if self.config.flip:
+            grid = tokens.reshape(len(idx), self.size, self.size, 1)
+            tokens = random_flip(grid, rng).reshape(len(idx), -1)
+        return tokens
+
+
+class Pretrain(_TokenTask):
+    """Next-pixel prediction with iGPT (see the module docstring). A task of minivit.train's loop."""
+
+    model_class = IGPT
+    not_applicable = {**_TokenTask.not_applicable, "label_smoothing": 0.0, "gen_loss_weight": 0.0}
+    sums = ()
+
+    @staticmethod
+    def preset(name, num_classes, **overrides):  # the classes are not needed to model pixels
+        return preset(name, **overrides)
+
+    def __init__(self, config, data, arrays=None):
+        super().__init__(config, data, arrays)
+        k = config.model_config(len(data.classes)).vocab_size
+        self.meta["baselines"] = {"unigram": unigram_nats(self.train_tokens, self.test_tokens, k),
+                                  "bigram": bigram_nats(self.train_tokens, self.test_tokens, k)}  # fmt: skip
 
     def train_step(self, model, idx, rng):
         """Forward, loss and backward of one batch (idx: its image indices). returns loss, {}"""
-        tokens = self.train_tokens[idx]  # (B, T)
-        if self.config.flip:  # mirror each token grid left-right with probability ½
-            grid = tokens.reshape(len(idx), self.size, self.size, 1)
-            tokens = random_flip(grid, rng).reshape(len(idx), -1)
+        tokens = self._train_tokens(idx, rng)  # (B, T)
         logits = model(tokens)  # (B, T, K)
         loss, cache = next_token_loss(logits, tokens)
         model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape))
@@ -120,6 +142,74 @@ class Pretrain:
     def summary(m):
         return (f"train {m['train_loss']:.4f}  test {m['test_loss']:.4f} nats/token "
                 f"({m['test_loss'] / math.log(2):.3f} bits)")  # fmt: skip
+
+
+class Finetune(_TokenTask):
+    """Classification with iGPT (Sec. 3.4), from a pretraining checkpoint (TrainConfig.init) or from
+    scratch: class logits from the average of the final LayerNorm's output, and the loss
+
+        L = L_CLF + w L_GEN        (w = TrainConfig.gen_loss_weight; the paper's joint objective, w = 1)
+
+    L_CLF is the cross-entropy of the class logits (with label smoothing if set), L_GEN the next-pixel
+    loss of the same images. The palette comes from the init checkpoint, so the tokens are the ones
+    the model was pretrained on; from scratch it is fitted as for pretraining.
+    """
+
+    model_class = IGPTClassifier
+    sums = ("correct",)
+
+    @staticmethod
+    def preset(name, num_classes, **overrides):
+        return classifier_preset(name, num_classes, **overrides)
+
+    def __init__(self, config, data, arrays=None):
+        super().__init__(config, data, arrays)
+        self.train_labels = backend.to_device(data.train_labels[: self.num_train], config.backend)
+        self.test_labels = backend.to_device(data.test_labels[: self.num_test], config.backend)
+
+    def train_step(self, model, idx, rng):
+        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {"correct"}"""
+        xp = backend.array_module(idx)
+        tokens, labels = self._train_tokens(idx, rng), self.train_labels[idx]
+        logits, class_logits = model(tokens)  # (B, T, K), (B, C)
+        loss, clf_cache = ops.cross_entropy_forward(class_logits, labels, self.config.label_smoothing)
+        dlogits, w = None, self.config.gen_loss_weight
+        if w:
+            gen_loss, gen_cache = next_token_loss(logits, tokens)
+            loss = loss + w * gen_loss
+            dlogits = ops.cross_entropy_backward(gen_cache).reshape(logits.shape)
+            dlogits *= w
+        model.backward(dlogits, ops.cross_entropy_backward(clf_cache))
+        return loss, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
+
+    def evaluate(self, model):
+        test = classify_tokens(model, self.test_tokens, self.test_labels, self.config.eval_batch_size)
+        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+    @staticmethod
+    def epoch_metrics(sums):
+        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["seen"]}
+
+    @staticmethod
+    def summary(m):
+        return (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
+                f"acc {m['test_accuracy']:.4f}")  # fmt: skip
+
+
+def classify_tokens(model, tokens, labels, batch_size):
+    """An IGPTClassifier's classification loss, accuracy and predictions on ids (N, T) with labels (N,),
+    in eval mode, in batches. returns {"loss", "accuracy", "predictions" (N,) NumPy int}"""
+    model.eval()
+    xp = backend.array_module(tokens)
+    total, predictions = 0.0, []
+    for i in range(0, len(tokens), batch_size):
+        _, class_logits = model(tokens[i : i + batch_size])
+        loss, _ = ops.cross_entropy_forward(class_logits, labels[i : i + batch_size])
+        total += float(loss) * len(class_logits)
+        predictions.append(backend.to_numpy(xp.argmax(class_logits, axis=1)))
+    predictions = np.concatenate(predictions)
+    return {"loss": total / len(tokens), "accuracy": float((predictions == backend.to_numpy(labels)).mean()),
+            "predictions": predictions}  # fmt: skip
 
 
 def next_token_loss(logits, tokens):
