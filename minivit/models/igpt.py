@@ -150,22 +150,25 @@ class IGPT(Module):
         self.sos.grad += dx[:, :1].sum(axis=0, keepdims=True)
         self.tok_embed.backward(dx[:, 1:])  # position i + 1's input was token i's embedding
 
-    def layer_features(self, tokens):
-        """The linear probe's features (Sec. 3.3): f_l = mean_i LN(h_l)_i over the T' positions, for
-        l = 0 ... L. h_l is the input of block l, normalised by that block's own first LayerNorm (what
-        its attention reads); f_L is the mean of the final LayerNorm's output. Call in eval mode.
+    def normalized_states(self, tokens):
+        """LN_l(h_l) for l = 0 ... L: h_l is the input of block l, normalised by that block's own first
+        LayerNorm (what its attention reads); the last is the final LayerNorm's output. Call in eval mode.
 
-        tokens: ids (B, T') -> features (L + 1, B, D)
+        tokens: ids (B, T') -> a list of L + 1 arrays (B, T', D)
         """
         self._check_tokens(tokens)
-        xp = backend.array_module(tokens)
         x = self.dropout(self._embed(tokens[:, :-1], 0))  # (B, T', D): h_0
-        features = []
+        states = []
         for block in self.blocks:
-            features.append(block.norm1(x).mean(axis=1))  # (B, D): f_l
+            states.append(block.norm1(x))
             x = block(x)
-        features.append(self.norm(x).mean(axis=1))  # f_L
-        return xp.stack(features)  # (L + 1, B, D)
+        return [*states, self.norm(x)]
+
+    def layer_features(self, tokens):
+        """The linear probe's features (Sec. 3.3): f_l = mean_i LN_l(h_l)_i over the T' positions, for
+        l = 0 ... L (see normalized_states). tokens: ids (B, T') -> features (L + 1, B, D)"""
+        xp = backend.array_module(tokens)
+        return xp.stack([state.mean(axis=1) for state in self.normalized_states(tokens)])
 
     def decode(self, tokens, past=None):
         """Logits for the next positions, with a key/value cache (generation; forward only, eval mode).
