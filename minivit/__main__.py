@@ -14,7 +14,6 @@
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import types
@@ -26,9 +25,9 @@ import numpy as np
 
 from . import backend
 from .data import DataError, load_cifar, normalize
-from .data.palette import Palette, downsample
+from .data.palette import Palette
 from .nn.module import atomic_file
-from .probe import L2_GRID, layer_features, probe_layers
+from .probe import L2_GRID, compare
 from .tasks.igpt import classify_tokens, mean_nats, tokenize
 from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
 from .viz import plot_completions, plot_probe
@@ -296,26 +295,8 @@ def cmd_probe(args):
               "test": backend.to_device(data.test_images[:n_test], args.backend)}  # fmt: skip
     labels = {"train": data.train_labels[:n_train], "test": data.test_labels[:n_test]}
     tokens = {split: tokenize(x, size, palette) for split, x in images.items()}
-    backend.seed(meta["train"]["seed"])  # the weights the run started from
-    untrained = type(model).from_config(model.config).to(args.backend, dtype)
-
-    def probe(features):
-        return probe_layers(features["train"], labels["train"], features["test"], labels["test"], args.holdout, args.l2)
-
-    timings, rows = {}, {}
-    for name, net in (("pretrained", model), ("random init", untrained)):
-        began = time.perf_counter()
-        features = {split: layer_features(net, x, args.batch_size) for split, x in tokens.items()}  # (L + 1, N, D)
-        timings[f"features, {name}"] = time.perf_counter() - began
-        began = time.perf_counter()
-        rows[name] = probe(features)
-        timings[f"probe fits, {name}"] = time.perf_counter() - began
-    pixels = {split: backend.to_numpy(downsample(x, size)).reshape(len(x), 1, -1).transpose(1, 0, 2)
-              for split, x in images.items()}  # fmt: skip  (1, N, size²·3): one "layer"
-    began = time.perf_counter()
-    rows["raw pixels"] = probe({split: x.astype(np.float32) for split, x in pixels.items()})
-    timings["probe fit, raw pixels"] = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = compare(model, tokens, images, labels, args.holdout, args.l2, args.batch_size, meta["train"]["seed"])
+    rows = report["layers"]
 
     print(f"linear probes of {args.checkpoint}: {n_train} training images (the last {args.holdout} choose λ), "
           f"{n_test} test images")  # fmt: skip
@@ -328,14 +309,15 @@ def cmd_probe(args):
     best = max(rows["pretrained"], key=lambda r: r["test_accuracy"])
     print(f"raw pixels ({size}×{size}×3): {pixel['test_accuracy']:.2%} (λ {pixel['l2']:.0e})")
     print(f"best pretrained layer: {best['layer']} of 0-{len(rows['pretrained']) - 1}, {best['test_accuracy']:.2%}")
-    print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
-          + f"; peak memory (resident) {peak_mib:.0f} MiB")  # fmt: skip
+    print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["timings_s"].items()))
+    if report["peak_memory_mib"]["data"] is not None:
+        print("peak resident memory after " + ", ".join(f"{name} {mib:.0f} MiB"
+                                                         for name, mib in report["peak_memory_mib"].items()))
 
     out = args.out or args.checkpoint.parent
     out.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(args.checkpoint), "train_images": n_train, "test_images": n_test,
-              "holdout": args.holdout, "l2_grid": args.l2, "layers": rows, "timings_s": timings,
-              "peak_memory_mib": peak_mib}  # fmt: skip
+              "holdout": args.holdout, "l2_grid": args.l2, **report}  # fmt: skip
     with atomic_file(out / "probe.json") as f:
         f.write(json.dumps(report, indent=2).encode())
     fig = plot_probe({name: [r["test_accuracy"] for r in rows[name]] for name in ("pretrained", "random init")},

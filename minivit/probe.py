@@ -14,13 +14,16 @@ the test set.
 
     train_f, test_f = layer_features(model, train_tokens, 100), layer_features(model, test_tokens, 100)
     rows = probe_layers(train_f, train_labels, test_f, test_labels)   # one row per layer
+    report = compare(model, tokens, images, labels, seed=0)         # and against the two baselines
 """
 
+import sys
 import time
 
 import numpy as np
 
 from . import backend, ops
+from .data.palette import downsample
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -120,6 +123,49 @@ def probe_layers(train_features, train_labels, test_features, test_labels, holdo
                      "test_accuracy": probe.accuracy(test_f, test_labels),
                      "fit_s": time.perf_counter() - began})  # fmt: skip
     return rows
+
+
+def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_size=100, seed=0):
+    """Probe every layer of a pretrained iGPT and, on the same split with the same code, two baselines:
+    the same architecture at its random initialisation (the weights backend.seed(seed) gives, i.e. those
+    the pretraining run started from), every layer; and the raw pixels at the model's resolution.
+
+    tokens, images, labels: {"train": ..., "test": ...} of palette ids (N, T), uint8 images (N, H, W, 3)
+    and class ids (N,), the ids and images on the model's backend
+    returns {"layers": {"pretrained": rows, "random init": rows, "raw pixels": [row]} (rows as from
+    probe_layers), "timings_s": {phase: seconds}, "peak_memory_mib": {phase: the process's peak so far}}
+    """
+    backend.seed(seed)
+    untrained = type(model).from_config(model.config).to(model.backend, model.dtype)
+    size = model.config.image_size
+    rows, timings, peaks = {}, {}, {"data": peak_memory_mib()}
+
+    def probe(name, features):
+        began = time.perf_counter()
+        rows[name] = probe_layers(features["train"], labels["train"], features["test"], labels["test"], holdout, grid)
+        timings[f"probe fits, {name}"] = time.perf_counter() - began
+        peaks[f"probe fits, {name}"] = peak_memory_mib()
+
+    for name, net in (("pretrained", model), ("random init", untrained)):
+        began = time.perf_counter()
+        features = {split: layer_features(net, ids, batch_size) for split, ids in tokens.items()}  # (L + 1, N, D)
+        timings[f"features, {name}"] = time.perf_counter() - began
+        peaks[f"features, {name}"] = peak_memory_mib()
+        probe(name, features)
+    # the pixels as one "layer": (1, N, size²·3)
+    probe("raw pixels", {split: backend.to_numpy(downsample(x, size)).reshape(1, len(x), -1).astype(np.float32)
+                         for split, x in images.items()})  # fmt: skip
+    return {"layers": rows, "timings_s": timings, "peak_memory_mib": peaks}
+
+
+def peak_memory_mib():
+    """The process's peak resident memory so far, in MiB (it only grows); None where it cannot be read."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kilobytes on Linux
 
 
 def _host(features):

@@ -307,8 +307,8 @@ def _start_from(model, init, path):
     """Copy into `model` every parameter of `init` (a checkpoint's model of the same architecture);
     the parameters only `model` has (a fine-tuning run's classification head) keep their initialisation."""
     if not isinstance(model.config, type(init.config)):
-        raise ValueError(f"init {path} holds a {type(init).__name__}; this run's {type(model).__name__} cannot start "
-                         f"from it")  # fmt: skip
+        raise ValueError(f"this run's {type(model).__name__} cannot start from init {path}, which holds "
+                         f"{type(init).__name__} weights")  # fmt: skip
     differ = [f"{name} {value} there, {getattr(model.config, name)} here" for name, value in asdict(init.config).items()
               if name not in REGULARISERS and getattr(model.config, name) != value]  # fmt: skip
     if differ:

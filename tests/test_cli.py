@@ -93,6 +93,22 @@ def test_traceback_on_request():
     assert "Traceback" in result.stderr and "FileNotFoundError" in result.stderr and "does not exist" in result.stderr
 
 
+def test_train_can_start_from_another_runs_weights(run_dir, cifar_dir, tmp_path):
+    """--init: a ViT run starts from a checkpoint's weights; at learning rate 0 it ends with them, bit for bit."""
+    from helpers import assert_bit_identical
+
+    from minivit.train import load_checkpoint
+
+    result = minivit("train", "--recipe", "quick", *TINY, "--lr", "0", "--min-lr", "0", "--init",
+                     run_dir / "checkpoint.npz", "--run-dir", tmp_path / "again", "--data-dir", cifar_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    start = load_checkpoint(run_dir / "checkpoint.npz")[0].state_dict()
+    assert_bit_identical(load_checkpoint(tmp_path / "again" / "checkpoint.npz")[0].state_dict(), start)
+    other = minivit("train", "--recipe", "quick", *TINY, "--dim", "64", "--init", run_dir / "checkpoint.npz",
+                    "--run-dir", tmp_path / "wider", "--data-dir", cifar_dir)  # fmt: skip
+    assert other.returncode == 1 and "another architecture than this run's: dim 32 there, 64 here" in other.stderr
+
+
 def test_resume_refuses_new_settings(run_dir):
     result = minivit("train", "--resume", run_dir, "--epochs", "5")
     assert result.returncode == 1 and "drop --epochs" in result.stderr

@@ -211,7 +211,7 @@ def test_bad_init_is_a_clear_error(pretrained, cifar_dir, tmp_path):
     with pytest.raises(ValueError, match="another architecture than this run's: dim 32 there, 64 here"):
         train(replace(FINETUNE, init=str(pretrained), dim=64), tmp_path / "run", data_dir=cifar_dir, progress=False)
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
-    with pytest.raises(ValueError, match="holds a ViT; this run's IGPTClassifier cannot start from it"):
+    with pytest.raises(ValueError, match="IGPTClassifier cannot start from init vit.npz, which holds ViT weights"):
         _start_from(IGPTClassifier(image_size=4, dim=8, depth=1, heads=2, mlp_dim=8), ViT(), "vit.npz")
     with pytest.raises(ValueError, match="gen_loss_weight does not apply to task 'igpt'"):
         replace(SMALL, gen_loss_weight=1.0).check()
