@@ -43,6 +43,8 @@ HELP = {
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
     "stem": "3×3 stride-2 convolutions before the patches (the paper's hybrid; 0: off)",
     "stem_width": "channels of the stem's last convolution, each earlier one half as many (0: dim/2)",
+    "pos_embed": "ViT position embedding: 1d (learned, per position), 2d (learned row and column halves) or none",
+    "pos_place": "where it is added: input (Eq. 1), every-layer (one per block) or every-layer-shared (one for all)",
     "epochs": "number of epochs",
     "batch_size": "images per step",
     "lr": "peak learning rate (AdamW), reached after warmup",

@@ -67,6 +67,8 @@ class TrainConfig:
     patch_dropout: float | None = None
     stem: int | None = None
     stem_width: int | None = None
+    pos_embed: str | None = None  # ViT: "1d", "2d" or "none" (Appendix D.4)
+    pos_place: str | None = None  # ViT: "input", "every-layer" or "every-layer-shared"
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
@@ -203,7 +205,7 @@ class Classify:
 
     model_class = ViT
     model_fields = ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout", "stem",
-                    "stem_width")  # fmt: skip
+                    "stem_width", "pos_embed", "pos_place")  # fmt: skip
     not_applicable = {"image_size": None, "vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0}
     sums = ("correct",)  # running sums over an epoch's steps, besides the loss and the images seen
 

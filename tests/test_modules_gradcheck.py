@@ -88,3 +88,29 @@ def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout,
     for name, p in model.named_parameters():
         errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
     assert_close(errors)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize(
+    "kind, place",
+    [("none", "input"), ("2d", "input"), ("1d", "every-layer"), ("1d", "every-layer-shared"), ("2d", "every-layer"),
+     ("2d", "every-layer-shared"), ("relative", "input")],
+)  # fmt: skip
+def test_vit_position_embedding_variants_through_the_loss(xp, rand, pool, kind, place):
+    """Appendix D.4's position embeddings, every kind and place, on a 3×3 grid (rows and columns differ)."""
+    model = randomize(ViT(**dict(TINY, image_size=12), pool=pool, pos_embed=kind, pos_place=place))
+    images, labels = rand(2, 12, 12, 3), xp.asarray([0, 2])
+
+    def loss():
+        return ops.cross_entropy_forward(model.forward(images), labels)[0]
+
+    _, cache = ops.cross_entropy_forward(model(images), labels)
+    model.zero_grad()
+    dimages = model.backward(ops.cross_entropy_backward(cache))
+    errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
+    for name, p in model.named_parameters():
+        errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    expected = {"none": set(), "1d": {"pos_embed"}, "2d": {"pos_row", "pos_col"}, "relative": set()}[kind]
+    assert {name for name in errors if name.startswith("pos_")} == expected
+    assert ("blocks.1.attn.rel" in errors) == (kind == "relative")
+    assert_close(errors)

@@ -230,3 +230,27 @@ def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path, umask, mod
     assert os.stat(tmp_path / "new.bin").st_mode & 0o777 == os.stat(tmp_path / "plain.bin").st_mode & 0o777
     assert oct(os.stat(tmp_path / "old.bin").st_mode & 0o777) == oct(0o640)
     assert (tmp_path / "old.bin").read_bytes() == b"new"
+
+
+def test_position_embedding_variants_and_their_errors():
+    shapes = {name: p.shape for name, p in ViT(**dict(SMALL, image_size=12), pos_embed="2d").named_parameters()}
+    assert shapes["pos_row"] == shapes["pos_col"] == (1, 3, 4) and "pos_embed" not in shapes  # 3×3 grid, D/2 each
+    every = ViT(**SMALL, pos_place="every-layer")
+    assert every.pos_embed.shape == (2, 5, 8) and every.position_embeddings().shape == (2, 5, 8)
+    assert ViT(**SMALL, pos_embed="none").position_embeddings() is None
+    relative = ViT(**SMALL, pos_embed="relative")
+    assert relative.position_embeddings() is None and relative.blocks[1].attn.rel.shape == (2 * 5 - 1, 8)
+    model = ViT(**dict(SMALL, image_size=12), pos_embed="2d")  # a class token, then 3×3 patches
+    table = model.position_embeddings()[0]  # (T, D)
+    assert not table[0].any()  # the class token's row
+    np.testing.assert_array_equal(table[1 + 4, :4], model.pos_row.data[0, 1])  # patch (1, 1): row 1 ...
+    np.testing.assert_array_equal(table[1 + 5, 4:], model.pos_col.data[0, 2])  # patch (1, 2): column 2
+    for kwargs, message in [({"pos_embed": "3d"}, "pos_embed must be one of"),
+                            ({"pos_place": "output"}, "pos_place one of"),
+                            ({"pos_embed": "none", "pos_place": "every-layer"}, "'none' has none to place"),
+                            ({"pos_embed": "relative", "pos_place": "every-layer-shared"}, "'relative' has none"),
+                            ({"pos_embed": "relative", "patch_dropout": 0.3}, "and an absolute pos_embed"),
+                            ({"pos_embed": "2d", "dim": 9, "heads": 3}, "dim 9 is odd"),
+                            ({"patch_dropout": 0.5, "pos_place": "every-layer"}, "needs pos_place 'input'")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            ViT(**{**SMALL, **kwargs})

@@ -55,6 +55,25 @@ def test_attention(rand, b, t, d, heads, causal):
     assert_close(check_op(ops.attention_forward, ops.attention_backward, *inputs, num_heads=heads, causal=causal))
 
 
+@pytest.mark.parametrize("b, t, d, heads", [(1, 1, 4, 1), (2, 5, 6, 3), (1, 4, 8, 2)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_attention(rand, b, t, d, heads, causal):
+    """The relative keys rel (2T - 1, D) too: their gradient is the 6th the backward returns."""
+    inputs = [rand(b, t, d), rand(d, 3 * d, scale=0.5), rand(3 * d), rand(d, d, scale=0.5), rand(d)]
+    rel = rand(2 * t - 1, d)
+
+    def forward():
+        return ops.attention_forward(*inputs, num_heads=heads, causal=causal, rel=rel)[0]
+
+    out, cache = ops.attention_forward(*inputs, num_heads=heads, causal=causal, rel=rel)
+    dout = rand(*out.shape)
+    grads = ops.attention_backward(dout, cache)
+    assert len(grads) == 6 and grads[-1].shape == rel.shape
+    assert_close([relative_error(g, numerical_gradient(forward, a, dout)) for g, a in zip(grads, [*inputs, rel])])
+    with pytest.raises(ValueError, match="rel must have shape"):
+        ops.attention_forward(*inputs, num_heads=heads, rel=rel[1:])
+
+
 @pytest.mark.parametrize("b, k", [(1, 2), (4, 3), (5, 10)])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("soft", [False, True])

@@ -59,13 +59,19 @@ def torch_conv2d(x, w, b, stride, padding):
     return out.permute(0, 2, 3, 1)
 
 
-def torch_attention(x, w_qkv, b_qkv, w_out, b_out, heads, causal=False):
-    """Multi-head self-attention from the spec; returns out (B, T, D) and the weights (B, H, T, T)."""
+def torch_attention(x, w_qkv, b_qkv, w_out, b_out, heads, causal=False, rel=None):
+    """Multi-head self-attention from the spec; returns out (B, T, D) and the weights (B, H, T, T).
+    rel (2T - 1, D): relative attention, the logit of query i and key j gains q_i · rel[i - j + T - 1] / √Dh."""
     b, t, d = x.shape
     dh = d // heads
     qkv = x @ w_qkv + b_qkv  # [q | k | v] column blocks, heads split inside each block
     q, k, v = (qkv[..., i * d : (i + 1) * d].reshape(b, t, heads, dh).transpose(1, 2) for i in range(3))
     scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+    if rel is not None:  # one offset at a time, written plainly
+        keys = rel.reshape(2 * t - 1, heads, dh).transpose(0, 1)  # (H, 2T - 1, Dh)
+        bias = torch.stack([torch.stack([(q[:, :, i] * keys[:, i - j + t - 1]).sum(-1) for j in range(t)], -1)
+                            for i in range(t)], -2)  # fmt: skip  (B, H, T, T)
+        scores = scores + bias / math.sqrt(dh)
     if causal:
         scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
     attn = scores.softmax(dim=-1)
@@ -298,15 +304,18 @@ def torch_layer_norm(x, params, name):
     return F.layer_norm(x, x.shape[-1:], params[f"{name}.weight"], params[f"{name}.bias"], eps=EPS)
 
 
-def torch_blocks(x, params, config, causal=False):
-    """config.depth pre-LN blocks (Eq. 2-3), then the final LayerNorm `norm`."""
+def torch_blocks(x, params, config, causal=False, pos=None):
+    """config.depth pre-LN blocks (Eq. 2-3), then the final LayerNorm `norm`. pos: a (T, D) table to add
+    at each block's input, one per block (the ViT's pos_place "every-layer" variants), or None."""
     for i in range(config.depth):
         blk = f"blocks.{i}"
+        if pos is not None:
+            x = x + pos[i]
         attn, _ = torch_attention(
             torch_layer_norm(x, params, f"{blk}.norm1"),
             params[f"{blk}.attn.qkv.weight"], params[f"{blk}.attn.qkv.bias"],
             params[f"{blk}.attn.proj.weight"], params[f"{blk}.attn.proj.bias"],
-            config.heads, causal,
+            config.heads, causal, params.get(f"{blk}.attn.rel"),
         )
         x = x + attn
         hidden = F.gelu(torch_linear(torch_layer_norm(x, params, f"{blk}.norm2"), params, f"{blk}.mlp.fc1"))
@@ -330,17 +339,36 @@ def torch_vit(images, params, config):
     x = linear(torch_patchify(x, config.patch_size), "patch_embed")
     if config.pool == "cls":
         x = torch.cat([params["cls_token"].expand(x.shape[0], 1, config.dim), x], dim=1)
-    x = torch_blocks(x + params["pos_embed"], params, config)
+    if config.pos_embed == "1d":
+        table = params["pos_embed"]  # (L_p, T, D)
+    elif config.pos_embed == "2d":  # patch (r, c): [row r; column c]; the class token: 0
+        tables, g, half = params["pos_row"].shape
+        table = torch.cat([params["pos_row"][:, :, None].expand(tables, g, g, half),
+                           params["pos_col"][:, None, :].expand(tables, g, g, half)], dim=-1).reshape(tables, g * g, -1)
+        if config.pool == "cls":
+            table = torch.cat([torch.zeros(tables, 1, config.dim, dtype=table.dtype), table], dim=1)
+    else:  # none, or relative (its keys live in the blocks)
+        table = torch.zeros(1, x.shape[1], config.dim, dtype=x.dtype)
+    if config.pos_place == "input":
+        x = torch_blocks(x + table[0], params, config)
+    else:
+        x = torch_blocks(x, params, config, pos=[table[i if config.pos_place == "every-layer" else 0]
+                                                 for i in range(config.depth)])  # fmt: skip
     pooled = x[:, 0] if config.pool == "cls" else x.mean(dim=1)
     return torch_linear(pooled, params, "head")
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
-@pytest.mark.parametrize("stem, stem_width", [(0, 0), (2, 0), (2, 10)])  # widths 3, 6 by default; 5, 10 when set
-def test_vit(pool, stem, stem_width):
+@pytest.mark.parametrize(
+    "stem, stem_width, pos_embed, pos_place",
+    [(0, 0, "1d", "input"), (2, 0, "1d", "input"), (2, 10, "1d", "input"),  # stem widths 3, 6 by default; 5, 10 when set
+     (0, 0, "2d", "input"), (0, 0, "none", "input"), (0, 0, "1d", "every-layer"), (0, 0, "2d", "every-layer-shared"),
+     (0, 0, "relative", "input")],
+)  # fmt: skip
+def test_vit(pool, stem, stem_width, pos_embed, pos_place):
     rng = np.random.default_rng(11)
     model = ViT(image_size=8, patch_size=4 >> stem, num_classes=5, dim=12, depth=2, heads=3, mlp_dim=20, pool=pool,
-                stem=stem, stem_width=stem_width)  # fmt: skip
+                stem=stem, stem_width=stem_width, pos_embed=pos_embed, pos_place=pos_place)  # fmt: skip
     model.to(dtype=np.float64)
     for p in model.parameters():
         p.data[...] = rng.standard_normal(p.shape) * 0.3  # LayerNorm weights not all ones, biases not zero

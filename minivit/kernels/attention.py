@@ -26,8 +26,10 @@ from .softmax import softmax_rows, softmax_rows_backward
 _POOLED_PRODUCTS_BELOW = 1 << 19  # T²·Dh multiply-adds per head product; see the module docstring
 
 
-def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
-    """Same signature, result and cache as ops.attention_forward."""
+def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, rel=None):
+    """Same signature, result and cache as ops.attention_forward (relative attention: the op itself)."""
+    if rel is not None:
+        return op.attention_forward.__wrapped__(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal, rel)
     b, t, d = op.attention_shapes(x, w_qkv, num_heads)
     dh = d // num_heads
     scale = dh**-0.5
@@ -54,7 +56,9 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False):
 
 
 def attention_backward(dout, cache):
-    """Same signature and result as ops.attention_backward."""
+    """Same signature and result as ops.attention_backward (relative attention: the op itself)."""
+    if cache.rel is not None:
+        return op.attention_backward.__wrapped__(dout, cache)
     q, k, v = cache.qkv
     _, b, h, t, dh = cache.qkv.shape
 

@@ -8,6 +8,13 @@
 With stem = n > 0 it is the paper's hybrid (Sec. 3.1): the patches x_p are cut from the feature map
 of n 3×3 stride-2 convolutions (each followed by LayerNorm and GELU) instead of from the image.
 
+The position embedding E_pos has the variants of the paper's Appendix D.4 (Table 8): `pos_embed`
+"1d" (one learned vector per position, Eq. 1), "2d" (a learned vector of D/2 for each patch row and
+one for each column, concatenated), "none", or "relative" (no E_pos: every block's attention adds
+q_i · rel_{i-j} to its logits, one learned key per offset between positions in the sequence);
+`pos_place`, for "1d" and "2d": "input" (added once, Eq. 1), "every-layer" (a separate E_pos added
+to the input of every block) or "every-layer-shared" (one E_pos added to the input of every block).
+
     model = ViT.from_preset("tiny")           # or ViT(image_size=32, patch_size=4, ...)
     logits = model(images)                    # images (B, H, W, C) float -> (B, num_classes)
     model.backward(dlogits)                   # fills every parameter's .grad
@@ -35,6 +42,8 @@ class ViTConfig:
     patch_dropout: float = 0.0  # share of patch tokens each image drops while training (PatchDropout)
     stem: int = 0  # 3×3 stride-2 convolutions before the patches (the hybrid, Sec. 3.1)
     stem_width: int = 0  # channels of the stem's last convolution, each earlier one has half (0: D/2)
+    pos_embed: str = "1d"  # "1d", "2d", "none" or "relative" (Appendix D.4)
+    pos_place: str = "input"  # "input" (Eq. 1), "every-layer" or "every-layer-shared"
 
 
 PRESETS = {
@@ -43,6 +52,10 @@ PRESETS = {
     # A quicker model for 2 CPU cores: half the width, 4 blocks, 0.55 M parameters.
     "mini": ViTConfig(dim=128, depth=4, heads=4, mlp_dim=256),
 }
+
+
+POS_KINDS = ("1d", "2d", "none", "relative")
+POS_PLACES = ("input", "every-layer", "every-layer-shared")
 
 
 def preset(name, **overrides):
@@ -57,7 +70,10 @@ class ViT(Module):
       stem.i       Conv2d, LayerNorm, GELU, `stem` times (hybrid only), widths ..., S/2, S: S = stem_width or D/2
       patch_embed  Linear(P²C, D)      E, C the channels of the image or of the stem's feature map
       cls_token    (1, 1, D)           x_class (pool="cls" only)
-      pos_embed    (1, T, D)           E_pos, T = N + 1 with a class token, N without
+      pos_embed    (L_p, T, D)         E_pos ("1d"), T = N + 1 with a class token, N without; L_p = depth
+                                       for pos_place "every-layer" (one per block), else 1
+      pos_row      (L_p, G, D/2)       "2d": one vector per patch row of the G×G grid ...
+      pos_col      (L_p, G, D/2)       ... and one per column (the class token gets none: it is learned)
       blocks.i     Block               Eq. 2-3
       norm         LayerNorm(D)        the LN of Eq. 4
       head         Linear(D, K)
@@ -66,11 +82,23 @@ class ViT(Module):
     config_class = ViTConfig
 
     def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
-                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0, stem_width=0):
+                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0, stem_width=0,
+                 pos_embed="1d", pos_place="input"):  # fmt: skip
         self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
-                                pool, dropout, in_channels, patch_dropout, stem, stem_width)
+                                pool, dropout, in_channels, patch_dropout, stem, stem_width, pos_embed, pos_place)
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if pos_embed not in POS_KINDS or pos_place not in POS_PLACES:
+            raise ValueError(f"pos_embed must be one of {POS_KINDS} and pos_place one of {POS_PLACES}, got "
+                             f"{pos_embed!r} and {pos_place!r}")  # fmt: skip
+        if pos_embed in ("none", "relative") and pos_place != "input":
+            raise ValueError(f"pos_place {pos_place!r} places an absolute position embedding; pos_embed "
+                             f"{pos_embed!r} has none to place")  # fmt: skip
+        if pos_embed == "2d" and dim % 2:
+            raise ValueError(f"pos_embed '2d' splits dim into a row half and a column half; dim {dim} is odd")
+        if patch_dropout and (pos_place != "input" or pos_embed == "relative"):
+            raise ValueError(f"patch_dropout drops tokens after the input, so it needs pos_place 'input' and an "
+                             f"absolute pos_embed, got {pos_embed!r} at {pos_place!r}")  # fmt: skip
         if stem_width < 0 or (stem_width and not stem):
             raise ValueError(f"stem_width must be 0, or >= 1 with a stem, got stem_width {stem_width}, stem {stem}")
         last_width = stem_width or dim // 2
@@ -93,10 +121,17 @@ class ViT(Module):
         self.patch_embed = Linear(patch_size * patch_size * channels, dim)
         if pool == "cls":
             self.cls_token = new_parameter(trunc_normal((1, 1, dim)), decay=False)
-        self.pos_embed = new_parameter(trunc_normal((1, num_tokens, dim)), decay=False)
+        tables = depth if pos_place == "every-layer" else 1
+        grid = self.feature_size // patch_size
+        if pos_embed == "1d":
+            self.pos_embed = new_parameter(trunc_normal((tables, num_tokens, dim)), decay=False)
+        elif pos_embed == "2d":
+            self.pos_row = new_parameter(trunc_normal((tables, grid, dim // 2)), decay=False)
+            self.pos_col = new_parameter(trunc_normal((tables, grid, dim // 2)), decay=False)
         self.dropout = Dropout(dropout)
         self.patch_dropout = PatchDropout(patch_dropout, num_prefix=int(pool == "cls"))
-        self.blocks = [Block(dim, heads, mlp_dim, dropout) for _ in range(depth)]
+        relative = num_tokens if pos_embed == "relative" else 0
+        self.blocks = [Block(dim, heads, mlp_dim, dropout, relative=relative) for _ in range(depth)]
         self.norm = LayerNorm(dim)
         self.head = Linear(dim, num_classes)
 
@@ -140,10 +175,14 @@ class ViT(Module):
         if self.config.pool == "cls":
             cls = xp.broadcast_to(self.cls_token.data, (b, 1, x.shape[2]))
             x = xp.concatenate([cls, x], axis=1)  # (B, T, D)
-        x = x + self.pos_embed.data  # z_0, Eq. 1
+        pos = self.position_embeddings()  # (L_p, T, D), or None
+        if self.config.pos_place == "input" and pos is not None:
+            x = x + pos[0]  # z_0, Eq. 1
         x = self.dropout(x)
         x = self.patch_dropout(x)  # (B, T', D): while training, T' ≤ T tokens with patch_dropout > 0
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.config.pos_place != "input":
+                x = x + pos[i if self.config.pos_place == "every-layer" else 0]
             x = block(x)  # Eq. 2-3
         if self.config.pool == "cls":
             self._tokens_shape = x.shape
@@ -161,10 +200,20 @@ class ViT(Module):
             dx[:, 0] = self.norm.backward(dpooled)
         else:
             dx = self.norm.backward(ops.mean_pool_backward(dpooled, self._pool_cache))
+        place = self.config.pos_place
+        dpos = []  # an E_pos added at a block's input gets the gradient there, summed over the batch
         for block in reversed(self.blocks):
             dx = block.backward(dx)
+            if place != "input":
+                dpos.insert(0, dx.sum(axis=0))  # (T, D), in block order
         dx = self.dropout.backward(self.patch_dropout.backward(dx))  # (B, T, D)
-        self.pos_embed.grad += dx.sum(axis=0, keepdims=True)
+        if self.config.pos_embed in ("1d", "2d"):
+            if place == "input":
+                self._position_backward(dx.sum(axis=0, keepdims=True))  # (1, T, D)
+            elif place == "every-layer":
+                self._position_backward(xp.stack(dpos))  # (L, T, D): block i's own table
+            else:  # every-layer-shared: one table, used by every block
+                self._position_backward(sum(dpos[1:], dpos[0])[None])
         if self.config.pool == "cls":
             self.cls_token.grad += dx[:, :1].sum(axis=0, keepdims=True)
             dx = dx[:, 1:]
@@ -173,6 +222,37 @@ class ViT(Module):
         for layer in reversed(self.stem):
             dx = layer.backward(dx)
         return dx  # (B, H, W, C)
+
+    def position_embeddings(self):
+        """E_pos as a table (L_p, T, D): one row per token (the class token first), one table per block
+        for pos_place "every-layer", else one; None for pos_embed "none". For "2d" the row of patch
+        (r, c) is [pos_row[r]; pos_col[c]] and the class token's row is 0. None for "none" and for
+        "relative", whose positions live in each block's attention (blocks.i.attn.rel)."""
+        kind = self.config.pos_embed
+        if kind == "1d":
+            return self.pos_embed.data
+        if kind in ("none", "relative"):
+            return None
+        xp = backend.array_module(self.pos_row.data)
+        tables, grid, half = self.pos_row.shape
+        rows = xp.broadcast_to(self.pos_row.data[:, :, None], (tables, grid, grid, half))  # [l, r, c] = row r
+        cols = xp.broadcast_to(self.pos_col.data[:, None, :], (tables, grid, grid, half))  # [l, r, c] = column c
+        table = xp.concatenate([rows, cols], axis=-1).reshape(tables, grid * grid, 2 * half)  # raster order
+        if self.config.pool == "cls":
+            table = xp.concatenate([xp.zeros((tables, 1, 2 * half), dtype=table.dtype), table], axis=1)
+        return table
+
+    def _position_backward(self, dtable):
+        """Add the gradient of the E_pos table (L_p, T, D) into the position parameters' grads.
+        "2d": row r's vector appears in every patch (r, c) of its row, so it gets the sum of their
+        first halves; column c's the sum of the second halves down its column."""
+        if self.config.pos_embed == "1d":
+            self.pos_embed.grad += dtable
+            return
+        tables, grid, half = self.pos_row.shape
+        d = dtable[:, -grid * grid :].reshape(tables, grid, grid, 2 * half)  # the patches, without the class token
+        self.pos_row.grad += d[..., :half].sum(axis=2)
+        self.pos_col.grad += d[..., half:].sum(axis=1)
 
     def attention_maps(self):
         """The attention weights of the last forward, one (B, H, T, T) array per block."""

@@ -2,13 +2,17 @@
 
 from .. import ops
 from .layers import GELU, Dropout, LayerNorm, Linear
-from .module import Module
+from .module import Module, new_parameter, trunc_normal
 
 
 class MultiHeadAttention(Module):
-    """MSA on (B, T, D); after a forward, `self.attn` holds its weights (B, H, T, T)."""
+    """MSA on (B, T, D); after a forward, `self.attn` holds its weights (B, H, T, T).
 
-    def __init__(self, dim, heads, dropout=0.0, causal=False):
+    relative = T > 0: 1-D relative position attention over sequences of exactly T tokens, with a learned
+    key per offset, `rel` (2T - 1, D) (Appendix D.4; see ops.attention_forward).
+    """
+
+    def __init__(self, dim, heads, dropout=0.0, causal=False, relative=0):
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
@@ -16,13 +20,16 @@ class MultiHeadAttention(Module):
         self.qkv = Linear(dim, 3 * dim)  # U_qkv, [q | k | v] column blocks
         self.proj = Linear(dim, dim)  # U_msa
         self.dropout = Dropout(dropout)
+        if relative:
+            self.rel = new_parameter(trunc_normal((2 * relative - 1, dim)), decay=False)
         self.attn = None
 
     def forward(self, x):
         """x: (B, T, D) -> (B, T, D)"""
+        rel = self.rel.data if hasattr(self, "rel") else None
         out, self._cache = ops.attention_forward(
             x, self.qkv.weight.data, self.qkv.bias.data, self.proj.weight.data, self.proj.bias.data,
-            self.heads, self.causal,
+            self.heads, self.causal, rel,
         )
         self.attn = self._cache.attn
         return self.dropout(out)
@@ -35,7 +42,9 @@ class MultiHeadAttention(Module):
 
     def backward(self, dout):
         dout = self.dropout.backward(dout)
-        dx, dw_qkv, db_qkv, dw_out, db_out = ops.attention_backward(dout, self._cache)
+        dx, dw_qkv, db_qkv, dw_out, db_out, *drel = ops.attention_backward(dout, self._cache)
+        if drel:
+            self.rel.grad += drel[0]
         self.qkv.weight.grad += dw_qkv
         self.qkv.bias.grad += db_qkv
         self.proj.weight.grad += dw_out
@@ -68,9 +77,9 @@ class Block(Module):
     z  = MLP(LN(z')) + z'      (Eq. 3)
     """
 
-    def __init__(self, dim, heads, mlp_dim, dropout=0.0, causal=False):
+    def __init__(self, dim, heads, mlp_dim, dropout=0.0, causal=False, relative=0):
         self.norm1 = LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout, causal)
+        self.attn = MultiHeadAttention(dim, heads, dropout, causal, relative)
         self.norm2 = LayerNorm(dim)
         self.mlp = MLP(dim, mlp_dim, dropout)
 

@@ -68,7 +68,8 @@ class _TokenTask:
 
     model_fields = ("image_size", "vocab_size", "dim", "depth", "heads", "mlp_dim", "dropout")
     not_applicable = {"crop_padding": 0, "mixup": 0.0, "cutmix": 0.0, "patch_size": None, "pool": None,
-                      "patch_dropout": None, "stem": None, "stem_width": None}  # fmt: skip
+                      "patch_dropout": None, "stem": None, "stem_width": None, "pos_embed": None,
+                      "pos_place": None}  # fmt: skip
 
     def __init__(self, config, data, arrays=None):
         """Fits the palette, or takes it from `arrays` (of the checkpoint the run resumes or starts
