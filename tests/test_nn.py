@@ -254,3 +254,45 @@ def test_position_embedding_variants_and_their_errors():
                             ({"patch_dropout": 0.5, "pos_place": "every-layer"}, "needs pos_place 'input'")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             ViT(**{**SMALL, **kwargs})
+
+
+def test_resize_to_the_same_size_changes_nothing():
+    model = ViT(**SMALL, pos_embed="2d", pool="mean")
+    same = model.resize(8)
+    assert same is not model and same.config == model.config
+    assert all(np.array_equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+
+
+@pytest.mark.parametrize("pool, place", [("cls", "input"), ("mean", "every-layer")])
+def test_resize_keeps_a_linear_ramp_of_position_embeddings_a_ramp(pool, place):
+    """Sec. 3.2: E_pos interpolated by its place in the image. On a ramp E(r, c) = r a + c b + e over the
+    2×2 grid, the 5×5 grid of a 20-pixel image must hold the same ramp at r, c = 0, 1/4, ..., 1."""
+    rng = np.random.default_rng(0)
+    model = ViT(**SMALL, pool=pool, pos_place=place).to(dtype=np.float64)
+    a, b, e = rng.standard_normal((3, 8))
+    grid = np.arange(2)
+    ramp = (grid[:, None, None] * a + grid[None, :, None] * b + e).reshape(4, 8)  # raster order
+    model.pos_embed.data[:, -4:] = ramp
+    bigger = model.resize(20)
+    fine = np.arange(5) / 4
+    expected = (fine[:, None, None] * a + fine[None, :, None] * b + e).reshape(25, 8)
+    tables = bigger.position_embeddings()
+    assert tables.shape == (len(model.pos_embed.data), 25 + (pool == "cls"), 8)
+    for table in tables:
+        np.testing.assert_allclose(table[-25:], expected, rtol=1e-12, atol=1e-12)
+    if pool == "cls":
+        np.testing.assert_array_equal(bigger.pos_embed.data[:, 0], model.pos_embed.data[:, 0])  # the class token's
+    kept = {k: v for k, v in model.state_dict().items() if k != "pos_embed"}
+    assert all(np.array_equal(v, bigger.state_dict()[k]) for k, v in kept.items())
+    assert bigger(np.zeros((1, 20, 20, 3))).shape == (1, 3)
+
+
+def test_resize_2d_interpolates_rows_and_columns_and_refuses_relative():
+    model = ViT(**SMALL, pos_embed="2d").to(dtype=np.float64)
+    model.pos_row.data[0] = [[0.0] * 4, [1.0] * 4]
+    bigger = model.resize(16)  # 2 -> 4 rows
+    np.testing.assert_allclose(bigger.pos_row.data[0, :, 0], [0, 1 / 3, 2 / 3, 1])
+    with pytest.raises(ValueError, match="no image layout to interpolate"):
+        ViT(**SMALL, pos_embed="relative").resize(16)
+    with pytest.raises(ValueError, match="not divisible by patch 4"):
+        model.resize(10)

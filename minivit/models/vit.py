@@ -18,9 +18,12 @@ to the input of every block) or "every-layer-shared" (one E_pos added to the inp
     model = ViT.from_preset("tiny")           # or ViT(image_size=32, patch_size=4, ...)
     logits = model(images)                    # images (B, H, W, C) float -> (B, num_classes)
     model.backward(dlogits)                   # fills every parameter's .grad
+    bigger = model.resize(48)                 # Sec. 3.2: the same weights at 48×48, E_pos interpolated
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from .. import backend, ops
 from ..nn import GELU, Block, Conv2d, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
@@ -254,6 +257,41 @@ class ViT(Module):
         self.pos_row.grad += d[..., :half].sum(axis=2)
         self.pos_col.grad += d[..., half:].sum(axis=1)
 
+    def resize(self, image_size):
+        """This model at another input size, for fine-tuning at a higher resolution (Sec. 3.2): the patch
+        size stays, so the sequence grows (or shrinks), and each learned position embedding is
+        interpolated by its place in the image, bilinearly and corners to corners (as the paper's code,
+        scipy.ndimage.zoom with order 1); the class token's row stays as it is. Every other parameter is
+        copied. returns a new ViT on this model's backend and dtype; this one is unchanged.
+        """
+        if self.config.pos_embed == "relative":
+            raise ValueError("relative attention's keys are offsets in the 1-D token sequence, which has no image "
+                             "layout to interpolate; resize works for pos_embed '1d', '2d' and 'none'")  # fmt: skip
+        resized = ViT.from_config(replace(self.config, image_size=image_size))  # checks the new size fits
+        grid, new_grid = self.feature_size // self.config.patch_size, resized.feature_size // self.config.patch_size
+        state = self.state_dict()
+        if self.config.pos_embed == "1d":
+            table = state["pos_embed"]  # (L_p, T, D), the class token first if there is one
+            cls, patches = table[:, : -grid * grid], table[:, -grid * grid :]
+            patches = patches.reshape(len(table), grid, grid, -1)
+            patches = _interpolate(_interpolate(patches, new_grid, axis=1), new_grid, axis=2)
+            state["pos_embed"] = np.concatenate([cls, patches.reshape(len(table), new_grid * new_grid, -1)], axis=1)
+        elif self.config.pos_embed == "2d":  # one vector per row and one per column: interpolate each list
+            for name in ("pos_row", "pos_col"):
+                state[name] = _interpolate(state[name], new_grid, axis=1)
+        return resized.to(self.backend, self.dtype).load_state_dict(state)
+
     def attention_maps(self):
         """The attention weights of the last forward, one (B, H, T, T) array per block."""
         return [block.attn.attn for block in self.blocks]
+
+
+def _interpolate(x, size, axis):
+    """Linear interpolation of x's G points along `axis` to `size` points, the first and last kept:
+    output point i samples the input at u = i (G - 1) / (size - 1) (NumPy, float)."""
+    g = x.shape[axis]
+    u = np.arange(size) * ((g - 1) / (size - 1)) if size > 1 else np.zeros(1)
+    lo = np.minimum(np.floor(u).astype(np.int64), g - 1)
+    hi = np.minimum(lo + 1, g - 1)
+    w = (u - lo).reshape([-1 if a == axis % x.ndim else 1 for a in range(x.ndim)])
+    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
