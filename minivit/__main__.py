@@ -33,7 +33,8 @@ from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate
 from .viz import plot_completions, plot_probe
 
 HELP = {
-    "task": "classify (a ViT), igpt (iGPT's next-pixel pretraining) or finetune (iGPT classification)",
+    "task": "classify (a ViT), igpt (iGPT's next-pixel pretraining), finetune (iGPT classification) or mpp (the "
+            "ViT's masked patch prediction)",
     "init": "a checkpoint.npz to start from (its model weights, and an iGPT's palette); default: random weights",
     "dataset": "cifar10 or cifar100",
     "model": "the task's preset (ViT: tiny, mini; iGPT: cpu, gpu); the model flags override its fields",

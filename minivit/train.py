@@ -43,6 +43,7 @@ from .models import ViT, preset
 from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .tasks.igpt import Finetune, Pretrain
+from .tasks.masked_patches import MaskedPatches
 from .viz import plot_curves
 
 
@@ -50,7 +51,7 @@ from .viz import plot_curves
 class TrainConfig:
     """Everything that decides what a run computes (where the data lives is not part of it)."""
 
-    task: str = "classify"  # one of TASKS: "classify" (a ViT), "igpt" (iGPT's pretraining), "finetune" (iGPT's)
+    task: str = "classify"  # one of TASKS: "classify" (a ViT), "igpt", "finetune" (iGPT's), "mpp" (masked patches)
     init: str | None = None  # a checkpoint.npz whose model weights the run starts from (fine-tuning); None: random
     dataset: str = "cifar10"
     model: str = "mini"  # a preset of the task's model (ViT: tiny, mini; iGPT: cpu, gpu); fields below override it
@@ -251,9 +252,10 @@ class Classify:
                 f"acc {m['test_accuracy']:.4f}")  # fmt: skip
 
 
-TASKS = {"classify": Classify, "igpt": Pretrain, "finetune": Finetune}
-# Fields of a model config that may differ between a checkpoint and a run that starts from it.
-REGULARISERS = ("dropout", "patch_dropout")
+TASKS = {"classify": Classify, "igpt": Pretrain, "finetune": Finetune, "mpp": MaskedPatches}
+# Fields of a model config that may differ between a checkpoint and a run that starts from it: the
+# regularisers, and the classes (which shape only the head).
+MAY_DIFFER = ("dropout", "patch_dropout", "num_classes")
 
 
 def train(config, run_dir, data_dir=None, source=None, progress=True):
@@ -306,16 +308,23 @@ def resume(run_dir, data_dir=None, source=None, progress=True):
 
 
 def _start_from(model, init, path):
-    """Copy into `model` every parameter of `init` (a checkpoint's model of the same architecture);
-    the parameters only `model` has (a fine-tuning run's classification head) keep their initialisation."""
-    if not isinstance(model.config, type(init.config)):
+    """Copy into `model` every parameter of `init` (a checkpoint's model of the same architecture) that
+    it has, of the same shape. Parameters only `model` has (iGPT fine-tuning's classification head)
+    keep their initialisation; a head for other classes than the checkpoint's (a classifier from
+    masked patch prediction's 512 colours) starts at zero, as in the paper's fine-tuning."""
+    if not isinstance(model.config, type(init.config)) and not isinstance(init.config, type(model.config)):
         raise ValueError(f"this run's {type(model).__name__} cannot start from init {path}, which holds "
                          f"{type(init).__name__} weights")  # fmt: skip
-    differ = [f"{name} {value} there, {getattr(model.config, name)} here" for name, value in asdict(init.config).items()
-              if name not in REGULARISERS and getattr(model.config, name) != value]  # fmt: skip
+    shared = asdict(init.config).keys() & asdict(model.config).keys()
+    differ = [f"{name} {getattr(init.config, name)} there, {getattr(model.config, name)} here" for name in sorted(shared)
+              if name not in MAY_DIFFER and getattr(model.config, name) != getattr(init.config, name)]  # fmt: skip
     if differ:
         raise ValueError(f"init {path} holds another architecture than this run's: {'; '.join(differ)}")
-    model.load_state_dict(model.state_dict() | init.state_dict())
+    state, given = model.state_dict(), init.state_dict()
+    for name, value in state.items():
+        if name in given:
+            state[name] = given[name] if given[name].shape == value.shape else np.zeros_like(value)
+    model.load_state_dict(state)
 
 
 def _check_subsets(config, data):

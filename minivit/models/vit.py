@@ -167,26 +167,7 @@ class ViT(Module):
 
     def forward(self, images):
         """images: (B, H, W, C) floating point -> logits (B, num_classes)"""
-        self._check_images(images)
-        xp = backend.array_module(images)
-        b = images.shape[0]
-        x = images
-        for layer in self.stem:
-            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, S) after all n
-        x = ops.patchify(x, self.config.patch_size)  # (B, N, P²C)
-        x = self.patch_embed(x)  # (B, N, D): x_p E
-        if self.config.pool == "cls":
-            cls = xp.broadcast_to(self.cls_token.data, (b, 1, x.shape[2]))
-            x = xp.concatenate([cls, x], axis=1)  # (B, T, D)
-        pos = self.position_embeddings()  # (L_p, T, D), or None
-        if self.config.pos_place == "input" and pos is not None:
-            x = x + pos[0]  # z_0, Eq. 1
-        x = self.dropout(x)
-        x = self.patch_dropout(x)  # (B, T', D): while training, T' ≤ T tokens with patch_dropout > 0
-        for i, block in enumerate(self.blocks):
-            if self.config.pos_place != "input":
-                x = x + pos[i if self.config.pos_place == "every-layer" else 0]
-            x = block(x)  # Eq. 2-3
+        x = self._encode(self._embed_patches(images))  # (B, T, D): z_L
         if self.config.pool == "cls":
             self._tokens_shape = x.shape
             pooled = self.norm(x[:, 0])  # y = LN(z_L^0), Eq. 4: only the class token is normalised
@@ -203,6 +184,45 @@ class ViT(Module):
             dx[:, 0] = self.norm.backward(dpooled)
         else:
             dx = self.norm.backward(ops.mean_pool_backward(dpooled, self._pool_cache))
+        return self._embed_patches_backward(self._encode_backward(dx))
+
+    def _embed_patches(self, images):
+        """images (B, H, W, C) -> x_p E (B, N, D): the stem's convolutions (hybrid), patches, embedding."""
+        self._check_images(images)
+        x = images
+        for layer in self.stem:
+            x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, S) after all n
+        x = ops.patchify(x, self.config.patch_size)  # (B, N, P²C)
+        return self.patch_embed(x)  # (B, N, D): x_p E
+
+    def _embed_patches_backward(self, dx):
+        """dx: the gradient of x_p E (B, N, D) -> dimages (B, H, W, C)."""
+        dpatches = self.patch_embed.backward(dx)  # (B, N, P²C)
+        dx = ops.patchify_backward(dpatches, self.config.patch_size, self.feature_size)
+        for layer in reversed(self.stem):
+            dx = layer.backward(dx)
+        return dx  # (B, H, W, C)
+
+    def _encode(self, x):
+        """x_p E (B, N, D) -> z_L (B, T', D): the class token, E_pos, dropout, PatchDropout, the blocks."""
+        xp = backend.array_module(x)
+        if self.config.pool == "cls":
+            cls = xp.broadcast_to(self.cls_token.data, (x.shape[0], 1, x.shape[2]))
+            x = xp.concatenate([cls, x], axis=1)  # (B, T, D)
+        pos = self.position_embeddings()  # (L_p, T, D), or None
+        if self.config.pos_place == "input" and pos is not None:
+            x = x + pos[0]  # z_0, Eq. 1
+        x = self.dropout(x)
+        x = self.patch_dropout(x)  # (B, T', D): while training, T' ≤ T tokens with patch_dropout > 0
+        for i, block in enumerate(self.blocks):
+            if self.config.pos_place != "input":
+                x = x + pos[i if self.config.pos_place == "every-layer" else 0]
+            x = block(x)  # Eq. 2-3
+        return x
+
+    def _encode_backward(self, dx):
+        """dx: the gradient of z_L (B, T', D) -> the gradient of x_p E (B, N, D)."""
+        xp = backend.array_module(dx)
         place = self.config.pos_place
         dpos = []  # an E_pos added at a block's input gets the gradient there, summed over the batch
         for block in reversed(self.blocks):
@@ -220,11 +240,7 @@ class ViT(Module):
         if self.config.pool == "cls":
             self.cls_token.grad += dx[:, :1].sum(axis=0, keepdims=True)
             dx = dx[:, 1:]
-        dpatches = self.patch_embed.backward(dx)  # (B, N, P²C)
-        dx = ops.patchify_backward(dpatches, self.config.patch_size, self.feature_size)
-        for layer in reversed(self.stem):
-            dx = layer.backward(dx)
-        return dx  # (B, H, W, C)
+        return dx  # (B, N, D)
 
     def position_embeddings(self):
         """E_pos as a table (L_p, T, D): one row per token (the class token first), one table per block
