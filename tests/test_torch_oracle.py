@@ -390,6 +390,49 @@ def test_vit(pool, stem, stem_width, pos_embed, pos_place):
         assert_close(p.grad, params[name].grad, f"grad of {name}")
 
 
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_masked_patch_vit(pool):
+    """Masked patch prediction: the corruption (masked, replaced from another image, kept), every patch
+    token's colour logits, the loss over the corrupted patches."""
+    from minivit.models.masked_patches import KEPT, MASKED, REPLACED, UNTOUCHED, Corruption, MaskedPatchViT
+
+    rng = np.random.default_rng(14)
+    model = MaskedPatchViT(image_size=8, patch_size=4, num_classes=512, dim=12, depth=2, heads=3, mlp_dim=20,
+                           pool=pool).to(dtype=np.float64)  # fmt: skip
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    kind = np.array([[REPLACED, MASKED, UNTOUCHED, KEPT], [MASKED, UNTOUCHED, REPLACED, MASKED]], dtype=np.int8)
+    source = np.arange(8).reshape(2, 4)
+    source[0, 0], source[1, 2] = 5, 0
+    corruption = Corruption(kind, source)
+    images, targets = rng.standard_normal((2, 8, 8, 3)), rng.integers(0, 512, 8)
+    chosen = np.flatnonzero(kind.reshape(-1) != UNTOUCHED)
+
+    logits = model(images, corruption)
+    loss, cache = ops.cross_entropy_forward(logits.reshape(-1, 512)[chosen], targets[chosen])
+    dlogits = np.zeros((8, 512))
+    dlogits[chosen] = ops.cross_entropy_backward(cache)
+    dimages = model.backward(dlogits.reshape(logits.shape))
+
+    params = {name: to_t(a, grad=True) for name, a in model.state_dict().items()}
+    timages = to_t(images, grad=True)
+    x = torch_linear(torch_patchify(timages, 4), params, "patch_embed").reshape(8, 12)[torch.as_tensor(source.ravel())]
+    x = torch.where(torch.as_tensor(kind.ravel() == MASKED)[:, None], params["mask_token"].reshape(1, 12), x)
+    x = x.reshape(2, 4, 12)
+    if pool == "cls":
+        x = torch.cat([params["cls_token"].expand(2, 1, 12), x], dim=1)
+    h = torch_blocks(x + params["pos_embed"][0], params, model.config)  # LN(z_L) of every token
+    tlogits = torch_linear(h[:, -4:], params, "head")
+    tloss = F.cross_entropy(tlogits.reshape(-1, 512)[torch.as_tensor(chosen)], to_ids(targets[chosen]))
+    tloss.backward()
+    assert_close(logits, tlogits, "logits")
+    assert_close(loss, tloss, "loss")
+    assert_close(dimages, timages.grad, "dimages")
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params[name].grad, f"grad of {name}")
+    assert KEPT in kind  # every kind of corruption is in the batch
+
+
 # -- the whole iGPT ----------------------------------------------------------------------------
 
 
