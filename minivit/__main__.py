@@ -1,4 +1,4 @@
-"""The command line: `python -m minivit train | evaluate | predict | sample | probe`.
+"""The command line: `python -m minivit train | evaluate | predict | sample | probe | experiment`.
 
     python -m minivit train                            # the default recipe on CIFAR-10
     python -m minivit train --recipe quick             # a first look, ~10 minutes on 2 CPU cores
@@ -9,6 +9,7 @@
     python -m minivit sample runs/igpt-cpu-.../checkpoint.npz --out samples.png
     python -m minivit probe runs/igpt-cpu-.../checkpoint.npz   # linear probes of every layer
     python -m minivit train --recipe igpt-finetune-cpu --init runs/igpt-cpu-.../checkpoint.npz
+    python -m minivit experiment pos-embed                       # a table of the ViT paper's, resumable
 """
 
 import argparse
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, experiments
 from .data import DataError, load_cifar, normalize
 from .data.palette import Palette
 from .nn.module import atomic_file
@@ -155,6 +156,17 @@ def build_parser():
     p.add_argument("--l2", type=float, nargs="+", default=list(L2_GRID), help="the grid of λ to choose from")
     p.add_argument("--batch-size", type=int, default=100, help="images per forward of the feature extraction")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    _add_data_flags(p)
+
+    p = commands.add_parser("experiment", allow_abbrev=False,
+                            help="one of the ViT paper's design experiments as a table of runs over seeds; "
+                                 "running it again skips finished runs and resumes a stopped one")  # fmt: skip
+    p.add_argument("name", choices=sorted(experiments.EXPERIMENTS))
+    p.add_argument("--size", choices=sorted(experiments.SIZES), default="full",
+                   help="full (the README's table, about an hour on 2 CPU cores) or ci (a tiny model)")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one run of every row per seed")
+    p.add_argument("--out", type=Path, default=Path("runs/experiments"), help="where the runs and results go")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_data_flags(p)
     return parser
 
@@ -330,10 +342,17 @@ def cmd_probe(args):
     print(f"wrote {out / 'probe.json'} and {out / 'probe.png'}")
 
 
+def cmd_experiment(args):
+    results = experiments.run(args.name, args.out, args.size, tuple(args.seeds), data_dir=args.data_dir,
+                              source=args.archive, progress=not args.no_progress)  # fmt: skip
+    print(experiments.table(results))
+    print(f"wrote {args.out / args.name}/results.md, results.json and results.png")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "sample": cmd_sample,
-                "probe": cmd_probe}  # fmt: skip
+                "probe": cmd_probe, "experiment": cmd_experiment}  # fmt: skip
     command = commands[args.command]
     try:
         command(args)

@@ -437,3 +437,22 @@ def plot_probe(curves, baselines=None):
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def plot_experiment(results):
+    """An experiment's rows (minivit.experiments): mean test accuracy over seeds as bars, each seed a dot."""
+    rows = results["rows"]
+    fig = Figure(figsize=(max(6.5, 1.6 * len(rows) + 2), 4), layout="constrained")
+    ax = fig.subplots()
+    for i, accuracies in enumerate(rows.values()):
+        a = np.asarray(accuracies) * 100
+        ax.bar(i, a.mean(), color="tab:blue", alpha=0.6)
+        ax.plot([i] * len(a), a, "o", color="black", ms=4)
+    ax.set_xticks(range(len(rows)), [label.replace(", ", ",\n") for label in rows], fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    low = min(min(a) for a in rows.values()) * 100
+    ax.set_ylim(max(0, low - 10), None)
+    ax.set_title(f"{results['title']}\nbars: the mean over seeds {', '.join(map(str, results['seeds']))}; dots: each "
+                 f"seed", fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3, axis="y")
+    return fig

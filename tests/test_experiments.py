@@ -1,0 +1,66 @@
+"""The experiment runner: every row and seed trained through the loop, a table over seeds, and a
+partly done table finished without retraining what is done."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from minivit import experiments
+
+
+@pytest.fixture(scope="module")
+def mpp_table(cifar_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiments")
+    return out, experiments.run("mpp", out, size="ci", seeds=(0, 1), data_dir=cifar_dir, progress=False,
+                                log=lambda _: None)  # fmt: skip
+
+
+def test_a_table_over_seeds(mpp_table):
+    out, results = mpp_table
+    folder = out / "mpp"
+    assert list(results["rows"]) == ["fine-tuned after masked patch prediction",
+                                     "from scratch, twice the epochs (same compute)"]  # the pretraining is no row
+    assert all(len(a) == 2 and all(0 <= x <= 1 for x in a) for a in results["rows"].values())
+    assert json.loads((folder / "results.json").read_text()) == results
+    text = (folder / "results.md").read_text()
+    assert "| fine-tuned after masked patch prediction | **" in text and "The paper:" in text
+    assert (folder / "results.png").stat().st_size > 5_000
+    from minivit.train import load_checkpoint
+
+    scratch = load_checkpoint(folder / "from-scratch-twice-the-epochs-same-compute" / "seed1" / "checkpoint.npz")[1]
+    tuned = load_checkpoint(folder / "fine-tuned-after-masked-patch-prediction" / "seed1" / "checkpoint.npz")[1]
+    assert scratch["train"]["epochs"] == 2 * tuned["train"]["epochs"]
+    assert tuned["train"]["init"].endswith("masked-patch-prediction/seed1/checkpoint.npz")
+    assert scratch["train"]["seed"] == 1
+
+
+def test_running_again_trains_only_what_is_missing(mpp_table, cifar_dir, monkeypatch):
+    out, results = mpp_table
+    shutil.rmtree(out / "mpp" / "from-scratch-twice-the-epochs-same-compute" / "seed0")
+    trained = []
+    real = experiments.train
+    monkeypatch.setattr(experiments, "train", lambda config, run_dir, **kw: trained.append(run_dir) or real(
+        config, run_dir, **kw))  # fmt: skip
+    monkeypatch.setattr(experiments, "resume", lambda *a, **k: pytest.fail("nothing was stopped"))
+    again = experiments.run("mpp", out, size="ci", seeds=(0, 1), data_dir=cifar_dir, progress=False, log=lambda _: None)
+    assert [p.parent.name + "/" + p.name for p in trained] == ["from-scratch-twice-the-epochs-same-compute/seed0"]
+    assert again["rows"] == results["rows"]  # the same bits: the retrained run repeats itself
+
+
+def test_position_embedding_table_from_the_command_line(cifar_dir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "minivit", "experiment", "pos-embed", "--size", "ci", "--seeds",
+                             "0", "--out", str(tmp_path), "--no-progress", "--data-dir", str(cifar_dir)],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| relative | **" in result.stdout and "| 1-D, every layer, shared | **" in result.stdout
+    assert (tmp_path / "pos-embed" / "results.md").is_file()
+
+
+def test_bad_names_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment 'colour'"):
+        experiments.run("colour", tmp_path)
+    with pytest.raises(ValueError, match="size must be one of"):
+        experiments.run("pool", tmp_path, size="huge")
