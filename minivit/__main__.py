@@ -27,6 +27,7 @@ import numpy as np
 from . import backend, experiments
 from .data import DataError, load_cifar, normalize
 from .data.palette import Palette
+from .data.resize import resize
 from .nn.module import atomic_file
 from .probe import L2_GRID, compare
 from .tasks.igpt import classify_tokens, mean_nats, tokenize
@@ -39,7 +40,7 @@ HELP = {
     "init": "a checkpoint.npz to start from (its model weights, and an iGPT's palette); default: random weights",
     "dataset": "cifar10 or cifar100",
     "model": "the task's preset (ViT: tiny, mini; iGPT: cpu, gpu); the model flags override its fields",
-    "image_size": "iGPT: the resolution images are area-averaged to (T = image_size² tokens)",
+    "image_size": "iGPT: images are area-averaged to this (T = image_size² tokens); ViT: resized (bilinear) to it",
     "vocab_size": "iGPT: the palette's number of colours K",
     "palette_sample": "iGPT: pixels the palette's k-means is fitted on (default 200000)",
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
@@ -216,8 +217,9 @@ def cmd_evaluate(args):
     if task == "finetune":
         labels = backend.to_device(data.test_labels, args.backend)
         result = classify_tokens(model, tokens, labels, meta["train"]["eval_batch_size"])
-    else:
-        result = evaluate(model, data.test_images, data.test_labels, meta["mean"], meta["std"])
+    else:  # a ViT trained at another resolution sees the test images resized as in training
+        images = resize(data.test_images, model.config.image_size)
+        result = evaluate(model, images, data.test_labels, meta["mean"], meta["std"])
     print(f"{args.checkpoint}: test accuracy {result['accuracy']:.2%} on {len(data.test_labels)} images, "
           f"loss {result['loss']:.4f}")  # fmt: skip
     width = max(len(c) for c in meta["classes"])

@@ -71,6 +71,15 @@ EXPERIMENTS = {
          Row("fine-tuned after masked patch prediction", init_row="masked patch prediction"),
          Row("from scratch, twice the epochs (same compute)", {"epochs": "2x"})),
     ),  # fmt: skip
+    "resolution": Experiment(
+        "Fine-tuning at a higher resolution (Sec. 3.2)",
+        "Fine-tuning at a higher resolution than pre-training is often beneficial: the same patch size gives a "
+        "longer sequence, and the pre-trained position embeddings are 2-D interpolated.",
+        (Row("trained at 32 px", reported=False),
+         Row("then 1 epoch more at 32 px", {"epochs": 1, "warmup_epochs": 0.0}, init_row="trained at 32 px"),
+         Row("then 1 epoch at 48 px (CIFAR upsampled)", {"epochs": 1, "warmup_epochs": 0.0, "image_size": 48},
+             init_row="trained at 32 px")),
+    ),  # fmt: skip
 }
 
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from . import backend, ops
 from .data import augment, epoch_batches, load_cifar, normalize
 from .data.cifar import get_spec
+from .data.resize import resize
 from .models import ViT, preset
 from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
@@ -55,7 +56,7 @@ class TrainConfig:
     init: str | None = None  # a checkpoint.npz whose model weights the run starts from (fine-tuning); None: random
     dataset: str = "cifar10"
     model: str = "mini"  # a preset of the task's model (ViT: tiny, mini; iGPT: cpu, gpu); fields below override it
-    image_size: int | None = None  # iGPT: the resolution images are area-averaged to (T = image_size² tokens)
+    image_size: int | None = None  # iGPT: images area-averaged to this (T = image_size²); ViT: resized to it
     vocab_size: int | None = None  # iGPT: the palette's K colours
     palette_sample: int | None = None  # iGPT: pixels the palette's k-means is fitted on (None: 200,000)
     patch_size: int | None = None
@@ -205,9 +206,9 @@ class Classify:
     """
 
     model_class = ViT
-    model_fields = ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout", "stem",
-                    "stem_width", "pos_embed", "pos_place")  # fmt: skip
-    not_applicable = {"image_size": None, "vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0}
+    model_fields = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout",
+                    "stem", "stem_width", "pos_embed", "pos_place")  # fmt: skip
+    not_applicable = {"vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0}
     sums = ("correct",)  # running sums over an epoch's steps, besides the loss and the images seen
 
     @staticmethod
@@ -219,9 +220,10 @@ class Classify:
         self.config, self.spec = config, spec
         self.num_train = config.train_subset or len(data.train_images)
         n_test = config.test_subset or len(data.test_images)
-        self.train_images = backend.to_device(data.train_images[: self.num_train], config.backend)
+        size = config.model_config(spec.num_classes).image_size  # the dataset's side unless a resolution is set
+        self.train_images = resize(backend.to_device(data.train_images[: self.num_train], config.backend), size)
         self.train_labels = backend.to_device(data.train_labels[: self.num_train], config.backend)
-        self.test_images, self.test_labels = data.test_images[:n_test], data.test_labels[:n_test]
+        self.test_images, self.test_labels = resize(data.test_images[:n_test], size), data.test_labels[:n_test]
         self.aug = config.augment_options()
         self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
         self.arrays = {}
@@ -311,10 +313,13 @@ def _start_from(model, init, path):
     """Copy into `model` every parameter of `init` (a checkpoint's model of the same architecture) that
     it has, of the same shape. Parameters only `model` has (iGPT fine-tuning's classification head)
     keep their initialisation; a head for other classes than the checkpoint's (a classifier from
-    masked patch prediction's 512 colours) starts at zero, as in the paper's fine-tuning."""
+    masked patch prediction's 512 colours) starts at zero, as in the paper's fine-tuning. A ViT at another
+    image size is resized first (ViT.resize)."""
     if not isinstance(model.config, type(init.config)) and not isinstance(init.config, type(model.config)):
         raise ValueError(f"this run's {type(model).__name__} cannot start from init {path}, which holds "
                          f"{type(init).__name__} weights")  # fmt: skip
+    if init.config.image_size != model.config.image_size and hasattr(init, "resize"):
+        init = init.resize(model.config.image_size)  # a ViT at a new resolution (Sec. 3.2): E_pos interpolated
     shared = asdict(init.config).keys() & asdict(model.config).keys()
     differ = [f"{name} {getattr(init.config, name)} there, {getattr(model.config, name)} here" for name in sorted(shared)
               if name not in MAY_DIFFER and getattr(model.config, name) != getattr(init.config, name)]  # fmt: skip

@@ -337,3 +337,18 @@ def test_epoch_batches_shuffle_by_seed():
     # successive epochs from one generator differ too
     r = rng(3)
     assert not np.array_equal(np.concatenate(epoch_batches(100, 10, r)), np.concatenate(epoch_batches(100, 10, r)))
+
+
+def test_resize_bilinear():
+    from minivit.data.resize import resize
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    assert resize(images, 32) is images  # the same size: nothing to do
+    bigger = resize(images, 48)
+    assert bigger.shape == (3, 48, 48, 3) and bigger.dtype == np.uint8
+    assert (resize(np.full((1, 32, 32, 3), 77, np.uint8), 48) == 77).all()  # a flat image stays flat
+    ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint8)[None, :, None], (32, 1, 3))[None]  # 0, 8, ..., 248
+    row = resize(ramp, 64)[0, 0, :, 0].astype(int)
+    assert (np.diff(row)[1:-1] == 4).all()  # twice the pixels: half the step, away from the clamped edges
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        resize(images.astype(np.float32), 48)

@@ -64,3 +64,16 @@ def test_bad_names_are_clear_errors(tmp_path):
         experiments.run("colour", tmp_path)
     with pytest.raises(ValueError, match="size must be one of"):
         experiments.run("pool", tmp_path, size="huge")
+
+
+def test_fine_tuning_at_a_higher_resolution(cifar_dir, tmp_path):
+    """The resolution table: a 32-pixel run, then one epoch at 32 and one at 48 pixels from it (the
+    ViT resized: 64 patches of 4×4 become 144, its position embeddings interpolated)."""
+    from minivit.train import load_checkpoint
+
+    results = experiments.run("resolution", tmp_path, size="ci", seeds=(0,), data_dir=cifar_dir, progress=False,
+                              log=lambda _: None)  # fmt: skip
+    assert list(results["rows"]) == ["then 1 epoch more at 32 px", "then 1 epoch at 48 px (CIFAR upsampled)"]
+    model = load_checkpoint(tmp_path / "resolution" / "then-1-epoch-at-48-px-cifar-upsampled" / "seed0" /
+                            "checkpoint.npz")[0]  # fmt: skip
+    assert model.config.image_size == 48 and model.pos_embed.shape == (1, 1 + 144, 16)

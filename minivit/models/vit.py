@@ -283,7 +283,7 @@ class ViT(Module):
         if self.config.pos_embed == "relative":
             raise ValueError("relative attention's keys are offsets in the 1-D token sequence, which has no image "
                              "layout to interpolate; resize works for pos_embed '1d', '2d' and 'none'")  # fmt: skip
-        resized = ViT.from_config(replace(self.config, image_size=image_size))  # checks the new size fits
+        resized = type(self).from_config(replace(self.config, image_size=image_size))  # checks the new size fits
         grid, new_grid = self.feature_size // self.config.patch_size, resized.feature_size // self.config.patch_size
         state = self.state_dict()
         if self.config.pos_embed == "1d":
