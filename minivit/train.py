@@ -43,6 +43,7 @@ from .data.resize import resize
 from .models import ViT, preset
 from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
+from .tasks import ClassificationMetrics
 from .tasks.igpt import Finetune, Pretrain
 from .tasks.masked_patches import MaskedPatches
 from .viz import plot_curves
@@ -197,7 +198,7 @@ def step_seed(seed, stream, epoch, step=0):
     return int(np.random.SeedSequence((seed, STREAMS.index(stream), epoch, step)).generate_state(1)[0])
 
 
-class Classify:
+class Classify(ClassificationMetrics):
     """The paper's task: a ViT classifies CIFAR images (augmented), trained with cross-entropy.
 
     What every task gives the loop: `model_class`, `preset`, `model_fields` and `not_applicable`
@@ -209,7 +210,6 @@ class Classify:
     model_fields = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout",
                     "stem", "stem_width", "pos_embed", "pos_place")  # fmt: skip
     not_applicable = {"vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0}
-    sums = ("correct",)  # running sums over an epoch's steps, besides the loss and the images seen
 
     @staticmethod
     def preset(name, num_classes, **overrides):
@@ -243,15 +243,6 @@ class Classify:
                         self.config.eval_batch_size)  # fmt: skip
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
-    @staticmethod
-    def epoch_metrics(sums):
-        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["seen"]}
-
-    @staticmethod
-    def summary(m):
-        """One line of an epoch's metrics, for the log and the command line."""
-        return (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
-                f"acc {m['test_accuracy']:.4f}")  # fmt: skip
 
 
 TASKS = {"classify": Classify, "igpt": Pretrain, "finetune": Finetune, "mpp": MaskedPatches}

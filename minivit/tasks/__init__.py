@@ -4,3 +4,20 @@ A task is what differs between runs of the one loop in minivit/train.py: which m
 batch becomes a loss and gradients, how it is evaluated, and what else a checkpoint must carry. See
 `minivit.train.Classify` for the attributes every task has.
 """
+
+
+class ClassificationMetrics:
+    """The epoch metrics and log line of a task that classifies images (a ViT's, iGPT fine-tuning's):
+    its train_step counts the correct predictions in the running sum "correct"."""
+
+    sums = ("correct",)  # running sums over an epoch's steps, besides the loss and the images seen
+
+    @staticmethod
+    def epoch_metrics(sums):
+        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["seen"]}
+
+    @staticmethod
+    def summary(m):
+        """One line of an epoch's metrics, for the log and the command line."""
+        return (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
+                f"acc {m['test_accuracy']:.4f}")  # fmt: skip

@@ -21,6 +21,7 @@ from ..data import random_flip
 from ..data.palette import Palette, downsample
 from ..models import IGPT, IGPTClassifier
 from ..models.igpt import classifier_preset, preset
+from . import ClassificationMetrics
 
 DEFAULT_PALETTE_SAMPLE = 200_000
 
@@ -145,7 +146,7 @@ class Pretrain(_TokenTask):
                 f"({m['test_loss'] / math.log(2):.3f} bits)")  # fmt: skip
 
 
-class Finetune(_TokenTask):
+class Finetune(ClassificationMetrics, _TokenTask):
     """Classification with iGPT (Sec. 3.4), from a pretraining checkpoint (TrainConfig.init) or from
     scratch: class logits from the average of the final LayerNorm's output, and the loss
 
@@ -157,7 +158,6 @@ class Finetune(_TokenTask):
     """
 
     model_class = IGPTClassifier
-    sums = ("correct",)
 
     @staticmethod
     def preset(name, num_classes, **overrides):
@@ -187,14 +187,6 @@ class Finetune(_TokenTask):
         test = classify_tokens(model, self.test_tokens, self.test_labels, self.config.eval_batch_size)
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
-    @staticmethod
-    def epoch_metrics(sums):
-        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["seen"]}
-
-    @staticmethod
-    def summary(m):
-        return (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
-                f"acc {m['test_accuracy']:.4f}")  # fmt: skip
 
 
 def classify_tokens(model, tokens, labels, batch_size):
