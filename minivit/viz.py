@@ -240,6 +240,25 @@ def plot_position_similarity(pos_embed, grid):
     return fig
 
 
+def plot_position_similarity_kinds(tables, grid):
+    """Figure 10: the position-embedding similarity of several models side by side. tables: {title: E_pos
+    (T, D) or (N, D)}; each panel tiles the grid × grid maps of `position_similarity`, patch (r, c)'s map
+    at tile (r, c), with a one-pixel gap between tiles."""
+    fig = Figure(figsize=(3.2 * len(tables) + 0.8, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(tables), squeeze=False)).ravel()
+    side = grid * (grid + 1) - 1
+    for ax, (title, table) in zip(axes, tables.items()):
+        mosaic = np.full((side, side), np.nan)
+        for (r, c), tile in zip(np.ndindex(grid, grid), position_similarity(table, grid).reshape(-1, grid, grid)):
+            mosaic[r * (grid + 1) : r * (grid + 1) + grid, c * (grid + 1) : c * (grid + 1) + grid] = tile
+        image = ax.imshow(mosaic, vmin=-1, vmax=1, cmap="viridis")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes, shrink=0.8, label="cosine similarity")
+    return fig
+
+
 def mean_attention_distance(attn, grid, patch_size):
     """Mean attention distance per head, in pixels (Figure 7, right).
 
