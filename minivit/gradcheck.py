@@ -10,6 +10,8 @@ Work in float64: float32 keeps ~7 digits, so a central difference with h ≈ 1e-
 around 1e-3 to 1e-4 even for a correct backward.
 """
 
+import inspect
+
 import numpy as np
 
 from . import backend
@@ -98,23 +100,25 @@ def check_op(forward, backward, *inputs, seed=0, h=1e-6, **options):
     forward(*inputs, **options) -> (out, cache);  backward(dout, cache) -> one gradient per
     floating-point input, in order (integer inputs such as embedding ids get none), and None for an
     optional input left out as None (such as a bias).
-    returns a list of relative errors, one per floating-point input
+    returns {gradient name: relative error}, one per floating-point input, named "d" + the forward's
+    parameter name (so a failure says which gradient is wrong)
 
-        check_op(ops.layernorm_forward, ops.layernorm_backward, x, gamma, beta)
+        check_op(ops.layernorm_forward, ops.layernorm_backward, x, gamma, beta)  # {"dx":, "dgamma":, "dbeta":}
         check_op(ops.linear_forward, ops.linear_backward, x, w, None)   # no bias: db must be None
     """
     out, cache = forward(*inputs, **options)
     dout = backend.to_device(np.random.default_rng(seed).standard_normal(out.shape), backend.module_name(out))
     grads = backward(dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
-    slots = [x for x in inputs if x is None or x.dtype.kind == "f"]
+    names = list(inspect.signature(forward).parameters)
+    slots = [(f"d{names[i]}", x) for i, x in enumerate(inputs) if x is None or x.dtype.kind == "f"]
     if len(grads) != len(slots):
         raise ValueError(f"backward returned {len(grads)} gradients for {len(slots)} floating-point or None inputs")
-    for i, (x, grad) in enumerate(zip(slots, grads)):
+    for i, ((_, x), grad) in enumerate(zip(slots, grads)):
         if x is None and grad is not None:
             raise ValueError(f"backward returned a gradient for gradient slot {i}, whose input was None")
-    return [
-        relative_error(grad, numerical_gradient(lambda: forward(*inputs, **options)[0], x, dout, h))
-        for x, grad in zip(slots, grads)
+    return {
+        name: relative_error(grad, numerical_gradient(lambda: forward(*inputs, **options)[0], x, dout, h))
+        for (name, x), grad in zip(slots, grads)
         if x is not None
-    ]
+    }

@@ -110,9 +110,12 @@ class AdamW(Optimizer):
         self.weight_decay = weight_decay
 
     def update(self, p, m, v):
+        """One step on parameter p (its .data and .grad) with its moment buffers m and v, updated in place;
+        self.step_count is t (1 at the first step)."""
         b1, b2 = self.betas
         xp = backend.array_module(p.data)
         g = p.grad
+        ### BEGIN SOLUTION
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
@@ -126,6 +129,7 @@ class AdamW(Optimizer):
         step = m / denom
         step *= self.lr / (1.0 - b1**t)
         p.data -= step
+        ### END SOLUTION
 
 
 def warmup_cosine(step, total_steps, warmup_steps, base_lr, min_lr=0.0):

@@ -7,7 +7,7 @@ def assert_close(errors, tol=TOLERANCE):
     """errors: a list or dict of relative errors; fails naming each one above tol."""
     items = errors.items() if isinstance(errors, dict) else enumerate(errors)
     bad = {name: err for name, err in items if not err <= tol}
-    assert not bad, f"relative error above {tol:g}: " + ", ".join(f"{k}: {v:.3e}" for k, v in bad.items())
+    assert not bad, ", ".join(f"{k}: relative error {v:.1e}" for k, v in bad.items()) + f" (tolerance {tol:g})"
 
 
 def assert_bit_identical(a, b):

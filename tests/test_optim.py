@@ -36,6 +36,34 @@ def test_adamw_first_step_and_decay_groups():
     np.testing.assert_allclose(decayed.data, 2.0 * (1 - 0.1 * 0.5) - 0.1 * np.sign(decayed.grad), rtol=1e-6)
 
 
+def test_adamw_constant_gradient_steps_are_bias_corrected():
+    """With the same g every step, m = (1-β1ᵗ) g and v = (1-β2ᵗ) g², so the corrected m̂ = g and v̂ = g²:
+    every step is lr·g / (|g| + ε), the first and the tenth alike. Without the corrections the early
+    steps would be far off (m̂ ≈ 0.1 g at t = 1 with β1 = 0.9)."""
+    p = Parameter(np.full(3, 1.0), decay=False)
+    g = np.array([0.5, -2.0, 1e-3])
+    opt = AdamW([p], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    for t in range(1, 11):
+        before = p.data.copy()
+        p.grad[:] = g
+        opt.step()
+        np.testing.assert_allclose(before - p.data, 0.01 * g / (np.abs(g) + 1e-8), rtol=1e-9, err_msg=f"step {t}")
+        state = opt.state_dict()  # the moments are kept between steps, as running averages
+        np.testing.assert_allclose(state["exp_avg.0"], (1 - 0.9**t) * g, rtol=1e-12, err_msg=f"m after step {t}")
+        np.testing.assert_allclose(state["exp_avg_sq.0"], (1 - 0.99**t) * g * g, rtol=1e-12, err_msg=f"v after step {t}")
+
+
+def test_adamw_weight_decay_is_decoupled_from_the_gradient():
+    """With zero gradients Adam's step is 0, so AdamW shrinks a decayed weight by exactly (1 - lr λ) per step
+    (decay as L2 in the gradient would instead give steps of lr·sign(θ)); an undecayed one stays."""
+    decayed, kept = Parameter(np.array([2.0, -3.0])), Parameter(np.array([2.0, -3.0]), decay=False)
+    opt = AdamW([decayed, kept], lr=0.1, weight_decay=0.5)
+    for _ in range(3):
+        opt.step()  # gradients stay 0
+    np.testing.assert_allclose(decayed.data, np.array([2.0, -3.0]) * (1 - 0.1 * 0.5) ** 3, rtol=1e-12)
+    np.testing.assert_array_equal(kept.data, [2.0, -3.0])
+
+
 def test_sgd_momentum():
     p = Parameter(np.array([1.0]))
     opt = SGD([p], lr=0.1, momentum=0.9)

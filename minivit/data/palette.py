@@ -118,10 +118,12 @@ class Palette:
             if ids is not None and (bool((new_ids == ids).all()) or inertia - new_inertia <= tol * inertia):
                 break
             ids, inertia = new_ids, new_inertia
+            ### BEGIN SOLUTION
             counts = xp.bincount(ids, minlength=k)  # (K,)
             for channel in range(3):  # centre = mean of its pixels
                 sums = xp.bincount(ids, weights=pixels[:, channel], minlength=k)
                 centers[:, channel] = xp.where(counts > 0, sums / xp.maximum(counts, 1), centers[:, channel])
+            ### END SOLUTION
             empty = backend.to_numpy(xp.flatnonzero(counts == 0))
             if len(empty):  # re-seed at the worst-served pixels, one each
                 worst = backend.to_numpy(xp.argsort(-dist)[: len(empty)])

@@ -209,10 +209,12 @@ class IGPT(Module):
         was_training = self.training
         self.eval()
         out, past, new = prompt, None, prompt
+        ### BEGIN SOLUTION
         for _ in range(num_tokens):
             logits, past = self.decode(new, past)
             new = xp.asarray(_sample(backend.to_numpy(logits[:, -1]), temperature, top_k, rng))[:, None]
             out = xp.concatenate([out, new.astype(prompt.dtype)], axis=1)
+        ### END SOLUTION
         self.train(was_training)
         return out
 

@@ -167,6 +167,7 @@ class ViT(Module):
 
     def forward(self, images):
         """images: (B, H, W, C) floating point -> logits (B, num_classes)"""
+        ### BEGIN SOLUTION
         x = self._encode(self._embed_patches(images))  # (B, T, D): z_L
         if self.config.pool == "cls":
             self._tokens_shape = x.shape
@@ -174,10 +175,12 @@ class ViT(Module):
         else:
             pooled, self._pool_cache = ops.mean_pool_forward(self.norm(x))  # (B, D)
         return self.head(pooled)  # (B, K)
+        ### END SOLUTION
 
     def backward(self, dlogits):
         """dlogits: (B, K) -> dimages (B, H, W, C); fills every parameter's grad."""
         xp = backend.array_module(dlogits)
+        ### BEGIN SOLUTION
         dpooled = self.head.backward(dlogits)  # (B, D)
         if self.config.pool == "cls":
             dx = xp.zeros(self._tokens_shape, dtype=dpooled.dtype)
@@ -185,6 +188,7 @@ class ViT(Module):
         else:
             dx = self.norm.backward(ops.mean_pool_backward(dpooled, self._pool_cache))
         return self._embed_patches_backward(self._encode_backward(dx))
+        ### END SOLUTION
 
     def _embed_patches(self, images):
         """images (B, H, W, C) -> x_p E (B, N, D): the stem's convolutions (hybrid), patches, embedding."""

@@ -85,25 +85,32 @@ class Block(Module):
 
     def forward(self, x):
         """x: (B, T, D) -> (B, T, D)"""
+        ### BEGIN SOLUTION
         # The branches return fresh arrays that nothing else holds, so the residual adds in place.
         z = self.attn(self.norm1(x))
         z += x
         out = self.mlp(self.norm2(z))
         out += z
         return out
+        ### END SOLUTION
 
     def decode(self, x, past=None):
         """The block for generation, with attention's key/value cache: x (B, t, D) -> (B, t, D), present."""
+        ### BEGIN SOLUTION
         z, present = self.attn.decode(self.norm1(x), past)
         z += x
         out = self.mlp(self.norm2(z))
         out += z
         return out, present
+        ### END SOLUTION
 
     def backward(self, dout):
+        """dout: (B, T, D) -> dx (B, T, D); fills the block's parameters' grads."""
+        ### BEGIN SOLUTION
         # A residual y = x + f(x) passes dout straight through and adds f's backward.
         dz = self.norm2.backward(self.mlp.backward(dout))
         dz += dout
         dx = self.norm1.backward(self.attn.backward(dz))
         dx += dz
         return dx
+        ### END SOLUTION

@@ -122,9 +122,11 @@ def attention_decode(x, w_qkv, b_qkv, w_out, b_out, num_heads, past=None):
     attention_shapes(x, w_qkv, num_heads)
     qkv, _ = linear_forward(x, w_qkv, b_qkv)
     q, k, v = split_heads(qkv, num_heads)  # each (B, H, t, Dh)
+    ### BEGIN SOLUTION
     if past is not None:
         k, v = xp.concatenate([past[0], k], axis=2), xp.concatenate([past[1], v], axis=2)  # (B, H, T0 + t, Dh)
     _, heads = attend(q, k, v, causal=True)
+    ### END SOLUTION
     out, _ = linear_forward(merge_heads(heads), w_out, b_out)
     return out, (k, v)
 
@@ -135,18 +137,17 @@ def attention_backward(dout, cache):
     dout: (B, T, D)
     returns dx (B, T, D), dw_qkv (D, 3D), db_qkv (3D,), dw_out (D, D), db_out (D,), and drel
     (2T - 1, D) after a forward with rel
-
-    Per head, with S = q kᵀ s (s = 1/√Dh), A = softmax(S), O = A v, each a matrix product:
-        dv = Aᵀ dO,   dA = dO vᵀ,   dS = softmax_backward(dA),
-        dq = s dS k,  dk = s dSᵀ q
-    Masked (causal) entries have A = 0, so their dS is 0 and no gradient leaks to the future.
-    With relative attention S also holds R_ij = s q_i · rel_{i-j}: scatter dS into P (B, H, T, 2T - 1),
-    P[i, i - j + T - 1] = dS_ij (one entry per offset in each row), then dq += s P rel, drel = s Pᵀ q.
     """
     q, k, v = cache.qkv  # each (B, H, T, Dh)
     _, b, h, t, dh = cache.qkv.shape
     xp = array_module(dout)
-
+    ### BEGIN SOLUTION
+    # Per head, with S = q kᵀ s (s = 1/√Dh), A = softmax(S), O = A v, each a matrix product:
+    #     dv = Aᵀ dO,   dA = dO vᵀ,   dS = softmax_backward(dA),
+    #     dq = s dS k,  dk = s dSᵀ q
+    # Masked (causal) entries have A = 0, so their dS is 0 and no gradient leaks to the future.
+    # With relative attention S also holds R_ij = s q_i · rel_{i-j}: scatter dS into P (B, H, T, 2T - 1),
+    # P[i, i - j + T - 1] = dS_ij (one entry per offset in each row), then dq += s P rel, drel = s Pᵀ q.
     dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
     dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # dO, (B, H, T, Dh)
     dv = cache.attn.swapaxes(-1, -2) @ dheads  # (B, H, T, Dh)
@@ -165,3 +166,4 @@ def attention_backward(dout, cache):
     if cache.rel is None:
         return dx, dw_qkv, db_qkv, dw_out, db_out
     return dx, dw_qkv, db_qkv, dw_out, db_out, drel.transpose(1, 0, 2).reshape(2 * t - 1, h * dh)
+    ### END SOLUTION

@@ -20,12 +20,13 @@ def embedding_backward(dout, cache):
     """
     dout: (..., D)
     returns dweight (V, D)
-
-    out[i] = weight[ids[i]] copies one row, so each row's gradient is the sum of dout over
-    every position that looked it up: a scatter-add (ids may repeat, so not a plain assignment).
     """
-    ids, shape = cache
+    ids, shape = cache  # the ids looked up (...), the table's shape (V, D)
     xp = array_module(dout)
+    ### BEGIN SOLUTION
+    # out[i] = weight[ids[i]] copies one row, so each row's gradient is the sum of dout over
+    # every position that looked it up: a scatter-add (ids may repeat, so not a plain assignment).
     dweight = xp.zeros(shape, dtype=dout.dtype)
     xp.add.at(dweight, ids.reshape(-1), dout.reshape(-1, shape[1]))
     return dweight
+    ### END SOLUTION

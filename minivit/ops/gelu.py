@@ -39,15 +39,16 @@ def gelu_backward(dout, cache):
     """
     dout: same shape as x
     returns dx
-
-    exact:        d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = Φ'(x) = exp(-x²/2) / √(2π)
-    approximate:  with t = tanh(u) and tanh' = 1 - t²,
-                  d/dx [½ x (1 + t)] = ½ (1 + t) + ½ x (1 - t²) u',  u' = √(2/π) (1 + 3·0.044715 x²)
     """
-    x, s, approximate = cache
+    x, s, approximate = cache  # s: Φ(x) (exact) or tanh(u) (approximate), from the forward
     xp = array_module(x)
+    ### BEGIN SOLUTION
+    # exact:        d/dx [x Φ(x)] = Φ(x) + x φ(x),  φ(x) = Φ'(x) = exp(-x²/2) / √(2π)
+    # approximate:  with t = tanh(u) and tanh' = 1 - t²,
+    #               d/dx [½ x (1 + t)] = ½ (1 + t) + ½ x (1 - t²) u',  u' = √(2/π) (1 + 3·0.044715 x²)
     if approximate:
         du = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)  # u'
         return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * du)
     phi = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)  # φ(x)
     return dout * (s + x * phi)
+    ### END SOLUTION

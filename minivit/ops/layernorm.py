@@ -31,16 +31,17 @@ def layernorm_backward(dout, cache):
     """
     dout: (..., D)
     returns dx (..., D), dgamma (D,), dbeta (D,)
-
-    Let g = dout ⊙ γ, the gradient reaching x̂. x̂_i = (x_i - μ) r depends on x_j three ways:
-    directly, through μ (∂μ/∂x_j = 1/D) and through r (∂r/∂x_j = -r³ (x_j - μ) / D = -r² x̂_j / D):
-        ∂x̂_i/∂x_j = r (δ_ij - 1/D - x̂_i x̂_j / D)
-    so  dx_j = Σ_i g_i ∂x̂_i/∂x_j = r (g_j - ⟨g⟩ - x̂_j ⟨g ⊙ x̂⟩).
-    γ and β act on every row alike, so their gradients sum over all rows:
-        dγ = Σ_rows dout ⊙ x̂,   dβ = Σ_rows dout
     """
-    xhat, rstd, gamma = cache
+    xhat, rstd, gamma = cache  # x̂ (..., D), r (..., 1), γ (D,)
+    ### BEGIN SOLUTION
+    # Let g = dout ⊙ γ, the gradient reaching x̂. x̂_i = (x_i - μ) r depends on x_j three ways:
+    # directly, through μ (∂μ/∂x_j = 1/D) and through r (∂r/∂x_j = -r³ (x_j - μ) / D = -r² x̂_j / D):
+    #     ∂x̂_i/∂x_j = r (δ_ij - 1/D - x̂_i x̂_j / D)
+    # so  dx_j = Σ_i g_i ∂x̂_i/∂x_j = r (g_j - ⟨g⟩ - x̂_j ⟨g ⊙ x̂⟩).
+    # γ and β act on every row alike, so their gradients sum over all rows:
+    #     dγ = Σ_rows dout ⊙ x̂,   dβ = Σ_rows dout
     g = dout * gamma
     dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
     rows = tuple(range(dout.ndim - 1))  # every axis but the last
     return dx, (dout * xhat).sum(axis=rows), dout.sum(axis=rows)
+    ### END SOLUTION

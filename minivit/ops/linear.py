@@ -19,14 +19,15 @@ def linear_backward(dout, cache):
     """
     dout: (..., D_out)
     returns dx (..., D_in), dw (D_in, D_out), db (D_out,) or None
-
-    With rows X (M, D_in) and Y = X W + 1 bᵀ:
-        dX = dY Wᵀ,   dW = Xᵀ dY,   db = Σ_rows dY
     """
     x, w, has_bias = cache
+    ### BEGIN SOLUTION
+    # With rows X (M, D_in) and Y = X W + 1 bᵀ:
+    #     dX = dY Wᵀ,   dW = Xᵀ dY,   db = Σ_rows dY
     d2 = dout.reshape(-1, w.shape[1])  # (M, D_out)
     x2 = x.reshape(-1, w.shape[0])  # (M, D_in)
     dx = (d2 @ w.T).reshape(x.shape)
     dw = x2.T @ d2
     db = d2.sum(axis=0) if has_bias else None
     return dx, dw, db
+    ### END SOLUTION

@@ -46,12 +46,13 @@ def cross_entropy_forward(logits, labels, label_smoothing=0.0):
 def cross_entropy_backward(cache):
     """
     returns dlogits (B, K), the gradient of the mean loss
-
-    d/dz [-Σ_k t_k log softmax(z)_k] = softmax(z) - t   (Σ_k t_k = 1), divided by B for the mean.
     """
-    log_probs, target = cache
+    log_probs, target = cache  # log softmax(z) (B, K), the target distribution t (B, K)
     xp = array_module(log_probs)
+    ### BEGIN SOLUTION
+    # d/dz [-Σ_k t_k log softmax(z)_k] = softmax(z) - t   (Σ_k t_k = 1), divided by B for the mean.
     dlogits = xp.exp(log_probs)
     dlogits -= target
     dlogits /= log_probs.shape[0]
     return dlogits
+    ### END SOLUTION

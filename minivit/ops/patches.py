@@ -27,9 +27,11 @@ def patchify(images, patch_size):
     _check_image(images, patch_size)
     *lead, h, w, c = images.shape
     p = patch_size
+    ### BEGIN SOLUTION
     x = images.reshape(*lead, h // p, p, w // p, p, c)  # (B, H/P, P, W/P, P, C)
     x = x.swapaxes(-4, -3)  # (B, H/P, W/P, P, P, C): patch grid first, then inside a patch
     return x.reshape(*lead, (h // p) * (w // p), p * p * c)
+    ### END SOLUTION
 
 
 def unpatchify(patches, patch_size, image_size):
@@ -52,9 +54,11 @@ def unpatchify(patches, patch_size, image_size):
             f"expected {(h // p) * (w // p)} patches of P*P*C = {p * p}*C values"
         )
     c = d // (p * p)
+    ### BEGIN SOLUTION
     x = patches.reshape(*lead, h // p, w // p, p, p, c)
     x = x.swapaxes(-4, -3)  # (B, H/P, P, W/P, P, C)
     return x.reshape(*lead, h, w, c)
+    ### END SOLUTION
 
 
 def patchify_backward(dpatches, patch_size, image_size):

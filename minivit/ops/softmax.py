@@ -24,9 +24,10 @@ def softmax_backward(dout, cache):
     """
     dout: same shape as the output y
     returns dx
-
-    The Jacobian is ∂y_i/∂x_j = y_i (δ_ij - y_j), so
-        dx_j = Σ_i dout_i y_i (δ_ij - y_j) = y_j (dout_j - Σ_i dout_i y_i)
     """
     y, axis = cache
+    ### BEGIN SOLUTION
+    # The Jacobian is ∂y_i/∂x_j = y_i (δ_ij - y_j), so
+    #     dx_j = Σ_i dout_i y_i (δ_ij - y_j) = y_j (dout_j - Σ_i dout_i y_i)
     return y * (dout - (dout * y).sum(axis=axis, keepdims=True))
+    ### END SOLUTION

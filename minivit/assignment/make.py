@@ -1,0 +1,217 @@
+"""`make`: a self-contained student folder for one assignment set, written fresh (no git history).
+
+DIR/README.md          what to implement, for how many points, how to check it
+DIR/assignment.json    which set this is (what `grade` reads)
+DIR/pyproject.toml     `pip install -e ".[test,notebooks]"` as in the project
+DIR/minivit/           the package: the set's regions (and every later set's) are stubs; the CPU
+                       kernels of the blanked ops are gone, so the student's code is what trains
+DIR/tests/             the tests that grade every set (they hold no solution)
+DIR/notebooks/         the set's notebooks: its regions cut, its exercises shown, outputs cleared
+"""
+
+import ast
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from . import markers
+from .sets import SETS
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout: minivit/, tests/, notebooks/, pyproject.toml
+SUPPORT = ("tests/conftest.py", "tests/helpers.py")  # what every test file imports
+TOOL = "minivit/assignment/"  # this package: shipped as it is, for `grade`
+
+
+def blanked_items(set_name, keep_later=False):
+    """{item name: (the set it belongs to, Item)} of what a folder of `set_name` blanks: its own items and,
+    unless keep_later, every later set's (not handed out yet)."""
+    names = list(SETS)
+    if set_name not in SETS:
+        raise ValueError(f"unknown assignment set {set_name!r}; expected one of {names}")
+    sets = names[names.index(set_name) :] if not keep_later else [set_name]
+    return {item.name: (s, item) for s in sets for item in SETS[s].items}
+
+
+def hints(set_name, keep_later=False):
+    """{region: the hint its stub raises} for every region a folder of `set_name` blanks."""
+    found = {}
+    for owner, item in blanked_items(set_name, keep_later).values():
+        for region, hint in item.code.items():
+            later = f"{region.split('::')[-1]}: part of assignment {owner}, not this one"
+            found[region] = hint if owner == set_name else later
+    return found
+
+
+def test_files():
+    """The test files that grade any set."""
+    return sorted({test.split("::")[0] for s in SETS.values() for item in s.items for test in item.tests})
+
+
+def make(set_name, out, root=REPO, keep_later=False):
+    """Write the student folder of `set_name` to `out` (which must not exist, or be empty); returns its path.
+
+    It is built in a temporary folder beside `out` and renamed into place, so a failure leaves nothing."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not an empty folder; give a new path")
+    blanks = hints(set_name, keep_later)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for a temporary folder, not the one handed out
+    try:
+        written = _package(root, tmp, blanks)
+        for path in (*SUPPORT, *test_files()):
+            _copy(root / path, tmp / path)
+        _copy(root / "pyproject.toml", tmp / "pyproject.toml")
+        for path in SETS[set_name].notebooks:
+            _notebook(root / path, tmp / path, path, set_name, keep_later)
+        missing = sorted({r.split("::")[0] for r in blanks if "::" in r} - written)
+        if missing:
+            raise ValueError(f"the sets name solution regions in files that do not exist: {missing}")
+        (tmp / "assignment.json").write_text(json.dumps({"set": set_name, "title": SETS[set_name].title}) + "\n")
+        (tmp / "README.md").write_text(readme(set_name))
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _copy(src, dst):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _package(root, out, blanks):
+    """Copy minivit/ with the blanked regions stubbed and their kernels removed; returns the files that
+    held a blanked region."""
+    sources = {p.relative_to(root).as_posix(): p.read_text() for p in sorted((root / "minivit").rglob("*.py"))}
+    blanked_here, written = {}, set()
+    for path, text in sources.items():
+        if path.startswith(TOOL):  # describes the markers, holds none
+            blanked_here[path] = {}
+            continue
+        functions = {r.names[0] for r in markers.python_regions(text, path)}
+        mine = {region.split("::")[1]: hint for region, hint in blanks.items() if region.startswith(path + "::")}
+        unknown = sorted(set(mine) - functions)
+        if unknown:
+            raise ValueError(f"{path}: no solution region in {unknown}")
+        blanked_here[path] = mine
+        if mine:
+            written.add(path)
+    removed = _kernels_to_remove(sources, blanked_here)
+    for path, text in sources.items():
+        if path in removed:
+            continue
+        if not path.startswith(TOOL):
+            text = markers.blank_python(text, blanked_here[path], path)
+        kernel = _kernel_of(text)
+        if kernel and f"minivit/kernels/{kernel}.py" in removed:  # the op runs its own (the student's) math
+            text = re.sub(r"^@accelerated\(kernel\.\w+\)\n", "", text, flags=re.M)
+            text = re.sub(r"^from \.\.kernels import (accelerated|\w+ as kernel)\n", "", text, flags=re.M)
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return written
+
+
+def _kernel_of(text):
+    """The kernel module an op file imports as `kernel`, or None."""
+    match = re.search(r"^from \.\.kernels import (\w+) as kernel$", text, re.M)
+    return match and match.group(1)
+
+
+def _kernels_to_remove(sources, blanked_here):
+    """Kernel files standing in for a blanked function (a blanked op decorated @accelerated(kernel.f)),
+    and every kernel that imports one of them."""
+    removed = set()
+    for path, functions in blanked_here.items():
+        for node in ast.walk(ast.parse(sources[path])):
+            if isinstance(node, ast.FunctionDef) and node.name in functions:
+                if any("accelerated" in ast.unparse(d) for d in node.decorator_list):
+                    removed.add(f"minivit/kernels/{_kernel_of(sources[path])}.py")
+    while True:
+        more = {path for path, text in sources.items() if path.startswith("minivit/kernels/") and path not in removed
+                and any(re.search(rf"^from \.{Path(k).stem} import", text, re.M) for k in removed)}  # fmt: skip
+        if not more:
+            return removed
+        removed |= more
+
+
+def _notebook(src, dst, path, set_name, keep_later):
+    """The set's notebook: regions of blanked items cut (exercises shown), the rest kept, outputs cleared."""
+    blanked = blanked_items(set_name, keep_later)
+
+    def hint(names):
+        for name in names:
+            if name in blanked:
+                owner, item = blanked[name]
+                return item.code.get(path, item.title) if owner == set_name else f"part of assignment {owner}"
+        raise AssertionError(names)
+
+    notebook = nbformat.read(src, as_version=4)
+    cells = []
+    for i, cell in enumerate(notebook.cells):
+        had_text = bool(cell.source.strip())
+        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}")
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        if cell.source.strip() or not had_text:  # a cell that was all solution goes
+            cells.append(cell)
+    notebook.cells = cells
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, dst)
+
+
+def readme(set_name):
+    """The student's README: setup, what to implement and for how many points, how to check."""
+    s = SETS[set_name]
+    total = sum(item.points for item in s.items)
+    rows = "\n".join(
+        f"| {item.title} | {item.points} | " + ", ".join(f"`{r.replace('::', '` → `')}`" for r in item.code) + " |"
+        for item in s.items
+    )
+    notebooks = "\n".join(f"- `{path}`" for path in s.notebooks)
+    return f"""# Assignment {set_name} · {s.title}
+
+This folder is minivit, the Vision Transformer in NumPy with every backward pass written by hand,
+with some parts left for you to write. Each is a stub between `### YOUR CODE HERE` and
+`### END YOUR CODE` that raises `NotImplementedError` with a one-line hint: replace the stub (both
+marker lines may stay) with your code.
+
+## Set up
+
+    python -m venv .venv && . .venv/bin/activate
+    pip install -e ".[test,notebooks]"
+
+## What to implement ({total} points)
+
+| item | points | where |
+| --- | --- | --- |
+{rows}
+
+Start with the notebooks; each one runs until it reaches code you have not written yet, and the
+exercises in it walk you through the derivations:
+
+{notebooks}
+
+Stubs that say "part of assignment A…, not this one" belong to a later assignment: leave them.
+
+## Check your work
+
+    python -m minivit.assignment grade           # the grade table, as your grader computes it
+    python -m pytest tests/test_ops_gradcheck.py -k layernorm -x   # one item's tests, with the details
+
+The tests are gradient checks: your backward against central differences in float64. A correct
+backward gives relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more.
+`grade` runs each item in its own process with a time limit, and names the gradient that is wrong.
+"""
