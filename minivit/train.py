@@ -166,7 +166,8 @@ RECIPES = {
                             eval_batch_size=64),  # fmt: skip
     # iGPT classification on 2 CPU cores, from `--init runs/igpt-cpu.../checkpoint.npz` or, without it, from
     # scratch (the baseline at the same budget): the joint loss L_CLF + L_GEN, flips; see the README for
-    # what it measured. 10,000 training images for 2 epochs: about 13 minutes with the test passes.
+    # what it measured. 10,000 training images for 2 epochs: 12-13 minutes with the test passes (an epoch
+    # measured 340-371 s on 2 AMD EPYC cores).
     "igpt-finetune-cpu": TrainConfig(task="finetune", model="cpu", epochs=2, batch_size=64, lr=1e-3,
                                      warmup_epochs=0.25, weight_decay=0.01, label_smoothing=0.0,
                                      gen_loss_weight=1.0, crop_padding=0, train_subset=10_000,
