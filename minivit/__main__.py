@@ -164,7 +164,7 @@ def build_parser():
                                  "running it again skips finished runs and resumes a stopped one")  # fmt: skip
     p.add_argument("name", choices=sorted(experiments.EXPERIMENTS))
     p.add_argument("--size", choices=sorted(experiments.SIZES), default="full",
-                   help="full (the README's table, about an hour on 2 CPU cores) or ci (a tiny model)")  # fmt: skip
+                   help="full (the README's table, 10-25 minutes on 2 CPU cores) or ci (a tiny model)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one run of every row per seed")
     p.add_argument("--out", type=Path, default=Path("runs/experiments"), help="where the runs and results go")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

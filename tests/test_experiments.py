@@ -50,6 +50,15 @@ def test_running_again_trains_only_what_is_missing(mpp_table, cifar_dir, monkeyp
     assert again["rows"] == results["rows"]  # the same bits: the retrained run repeats itself
 
 
+def test_a_row_changed_since_its_run_is_a_clear_error_not_a_mixed_table(mpp_table, cifar_dir, monkeypatch):
+    out, _ = mpp_table
+    experiment = experiments.EXPERIMENTS["mpp"]
+    rows = (*experiment.rows[:2], experiments.Row(experiment.rows[2].label, {"epochs": "2x", "lr": 5e-4}))
+    monkeypatch.setitem(experiments.EXPERIMENTS, "mpp", experiments.replace(experiment, rows=rows))
+    with pytest.raises(ValueError, match=r"was trained with other settings than this row has: lr 0.002 \(now 0.0005\)"):
+        experiments.run("mpp", out, size="ci", seeds=(0, 1), data_dir=cifar_dir, progress=False, log=lambda _: None)
+
+
 def test_position_embedding_table_from_the_command_line(cifar_dir, tmp_path):
     result = subprocess.run([sys.executable, "-m", "minivit", "experiment", "pos-embed", "--size", "ci", "--seeds",
                              "0", "--out", str(tmp_path), "--no-progress", "--data-dir", str(cifar_dir)],

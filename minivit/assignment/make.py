@@ -181,12 +181,13 @@ def readme(set_name):
         for item in s.items
     )
     notebooks = "\n".join(f"- `{path}`" for path in s.notebooks)
+    first = s.items[0].tests[0]
     return f"""# Assignment {set_name} · {s.title}
 
 This folder is minivit, the Vision Transformer in NumPy with every backward pass written by hand,
 with some parts left for you to write. Each is a stub between `### YOUR CODE HERE` and
-`### END YOUR CODE` that raises `NotImplementedError` with a one-line hint: replace the stub (both
-marker lines may stay) with your code.
+`### END YOUR CODE` that raises `NotImplementedError` with a one-line hint: replace the `raise` line
+with your code, and keep both marker lines (your grader takes your code from between them).
 
 ## Set up
 
@@ -209,7 +210,7 @@ Stubs that say "part of assignment A…, not this one" belong to a later assignm
 ## Check your work
 
     python -m minivit.assignment grade           # the grade table, as your grader computes it
-    python -m pytest tests/test_ops_gradcheck.py -k layernorm -x   # one item's tests, with the details
+    python -m pytest {first} -x   # one item's tests, with the details
 
 The tests are gradient checks: your backward against central differences in float64. A correct
 backward gives relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more.

@@ -162,5 +162,6 @@ def blank_cell(cell, blanked, hint, where):
     source = "\n".join(out + lines[at:])
     if cell.cell_type == "markdown":
         source = MD_EXERCISE.sub(lambda m: m.group(2) if set(m.group(1).split()) & blanked else "", source)
-    cell.source = re.sub(r"\n{3,}", "\n\n", source).strip("\n")
+        source = re.sub(r"\n{3,}", "\n\n", source)  # where a cut region or exercise left a gap
+    cell.source = source.strip("\n")
     return cell

@@ -48,7 +48,8 @@ SETS = {
                     "raster order, each flattened (row, column, channel); one reshape, one swap of axes, one reshape",
                 "minivit/ops/patches.py::unpatchify": "unpatchify: patches (B, N, P*P*C) -> images (B, H, W, C), "
                     "the inverse of patchify",
-                "notebooks/01_patches.ipynb": "cut x (H, W, C) into x_p (N, P*P*C) with reshape and transpose",
+                "notebooks/01_patches.ipynb": "cut the image into its patch matrix (N, P*P*C): reshape, "
+                    "transpose, reshape; the lines below use the names of your results",
             }, ("tests/test_nn.py::test_patchify_order_and_round_trip", GRADIENT + "test_patchify",
                 "tests/test_nn.py::test_a_convolution_with_kernel_and_stride_p_is_the_patch_embedding")),
             Item("linear", "linear_backward: the gradients of x W + b", 10, {
