@@ -245,7 +245,6 @@ class Classify(ClassificationMetrics):
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
 
-
 TASKS = {"classify": Classify, "igpt": Pretrain, "finetune": Finetune, "mpp": MaskedPatches}
 # Fields of a model config that may differ between a checkpoint and a run that starts from it: the
 # regularisers, and the classes (which shape only the head).

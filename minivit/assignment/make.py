@@ -94,26 +94,26 @@ def _copy(src, dst):
 def _package(root, out, blanks):
     """Copy minivit/ with the blanked regions stubbed and their kernels removed; returns the files that
     held a blanked region."""
-    sources = {p.relative_to(root).as_posix(): p.read_text() for p in sorted((root / "minivit").rglob("*.py"))}
-    blanked_here, written = {}, set()
+    sources = {}
+    for p in sorted((root / "minivit").rglob("*.py")):
+        path = p.relative_to(root).as_posix()
+        if path.startswith(TOOL):  # describes the markers, holds none: shipped as it is
+            _copy(p, out / path)
+        else:
+            sources[path] = p.read_text()
+    blanked_here = {}
     for path, text in sources.items():
-        if path.startswith(TOOL):  # describes the markers, holds none
-            blanked_here[path] = {}
-            continue
         functions = {r.names[0] for r in markers.python_regions(text, path)}
-        mine = {region.split("::")[1]: hint for region, hint in blanks.items() if region.startswith(path + "::")}
-        unknown = sorted(set(mine) - functions)
+        blanked_here[path] = {region.split("::")[1]: hint for region, hint in blanks.items()
+                              if region.startswith(path + "::")}  # fmt: skip
+        unknown = sorted(set(blanked_here[path]) - functions)
         if unknown:
             raise ValueError(f"{path}: no solution region in {unknown}")
-        blanked_here[path] = mine
-        if mine:
-            written.add(path)
     removed = _kernels_to_remove(sources, blanked_here)
     for path, text in sources.items():
         if path in removed:
             continue
-        if not path.startswith(TOOL):
-            text = markers.blank_python(text, blanked_here[path], path)
+        text = markers.blank_python(text, blanked_here[path], path)
         kernel = _kernel_of(text)
         if kernel and f"minivit/kernels/{kernel}.py" in removed:  # the op runs its own (the student's) math
             text = re.sub(r"^@accelerated\(kernel\.\w+\)\n", "", text, flags=re.M)
@@ -121,7 +121,7 @@ def _package(root, out, blanks):
         target = out / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    return written
+    return {path for path, functions in blanked_here.items() if functions}
 
 
 def _kernel_of(text):

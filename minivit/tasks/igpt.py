@@ -188,7 +188,6 @@ class Finetune(ClassificationMetrics, _TokenTask):
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
 
-
 def classify_tokens(model, tokens, labels, batch_size):
     """An IGPTClassifier's classification loss, accuracy and predictions on ids (N, T) with labels (N,),
     in eval mode, in batches. returns {"loss", "accuracy", "predictions" (N,) NumPy int}"""

@@ -14,9 +14,10 @@ from ..data import augment
 from ..data.cifar import get_spec
 from ..models.masked_patches import UNTOUCHED, Corruption, MaskedPatchViT, draw_corruption, masked_patch_preset
 from ..models.masked_patches import mean_colours as colour_targets
+from . import ClassificationMetrics
 
 
-class MaskedPatches:
+class MaskedPatches(ClassificationMetrics):
     """A task of minivit.train's loop (see minivit.train.Classify for what a task gives the loop)."""
 
     model_class = MaskedPatchViT
@@ -24,7 +25,11 @@ class MaskedPatches:
                     "pos_embed", "pos_place")  # fmt: skip
     not_applicable = {"image_size": None, "vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0,
                       "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0, "patch_dropout": None}  # fmt: skip
+    # A prediction per corrupted patch; the loss of each step is a mean over its corrupted patches, summed
+    # per image by the loop.
     sums = ("correct", "corrupted")
+    predictions = "corrupted"
+    accuracy_label = "colour acc"
 
     @staticmethod
     def preset(name, num_classes, **overrides):  # the classes are the 512 colours, not the dataset's
@@ -85,13 +90,3 @@ class MaskedPatches:
             correct += right
             corrupted += len(chosen)
         return {"test_loss": total / corrupted, "test_accuracy": correct / corrupted}
-
-    @staticmethod
-    def epoch_metrics(sums):
-        # the loss of each step is a mean over its corrupted patches, summed per image by the loop
-        return {"train_loss": sums["loss"] / sums["seen"], "train_accuracy": sums["correct"] / sums["corrupted"]}
-
-    @staticmethod
-    def summary(m):
-        return (f"train loss {m['train_loss']:.4f} colour acc {m['train_accuracy']:.4f}  test loss "
-                f"{m['test_loss']:.4f} colour acc {m['test_accuracy']:.4f}")  # fmt: skip
