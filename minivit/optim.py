@@ -93,10 +93,8 @@ class SGD(Optimizer):
 
 
 class AdamW(Optimizer):
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019):
-
-        m ← β1 m + (1-β1) g,   v ← β2 v + (1-β2) g²
-        θ ← θ - lr λ θ - lr m̂ / (√v̂ + ε),   m̂ = m / (1-β1ᵗ),  v̂ = v / (1-β2ᵗ)
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): the decay shrinks θ directly, by
+    lr λ θ, instead of entering the gradient as an L2 term (the update rule is in `update`).
 
     The decay λ θ skips parameters with decay=False: biases, norms, class token, position embeddings.
     """
@@ -116,6 +114,9 @@ class AdamW(Optimizer):
         xp = backend.array_module(p.data)
         g = p.grad
         ### BEGIN SOLUTION
+        #     m ← β1 m + (1-β1) g,   v ← β2 v + (1-β2) g²
+        #     θ ← θ - lr λ θ - lr m̂ / (√v̂ + ε),   m̂ = m / (1-β1ᵗ),  v̂ = v / (1-β2ᵗ)
+        # written as in-place steps; lr / (1-β1ᵗ) and 1/√(1-β2ᵗ) are scalars folded in once.
         m *= b1
         m += (1.0 - b1) * g
         v *= b2

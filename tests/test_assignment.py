@@ -1,11 +1,15 @@
 """Course assignments: the markers, the student folders `make` writes, and the grades `grade` gives."""
 
+import csv
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -61,12 +65,18 @@ def test_every_marked_region_belongs_to_an_item_and_every_item_to_its_regions():
                     assert item.name in in_notebooks.get((region, "code"), ()), f"{item.name} in {region}"
 
 
-def test_every_items_tests_exist():
+def test_every_parts_check_and_tests_exist():
+    from minivit.assignment import checks
+
     for s in SETS.values():
         for item in s.items:
-            for test in item.tests:
-                path, name = test.split("::")
-                assert re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M), test
+            assert sum(part.points for part in item.parts) == item.points > 0
+            for part in item.parts:
+                assert callable(getattr(checks, part.check, None)), part.check
+                assert set(part.code) <= set(item.code) and item.regions(part), (item.name, part.name)
+                for test in part.tests:
+                    path, name = test.split("::")
+                    assert re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M), test
 
 
 @pytest.mark.parametrize("text, message", [
@@ -186,8 +196,10 @@ def test_a_student_folder_holds_no_solution(folders, set_name):
     hidden = solution_lines(set_name)
     assert len(hidden) > 5  # the check below can fail
     shipped = {}
+    with zipfile.ZipFile(folder / ".assignment/handout.zip") as z:  # what `grade` splices answers into
+        assert all((folder / name).read_text() == z.read(name).decode() for name in z.namelist())
     for path in folder.rglob("*"):
-        if path.is_file():
+        if path.is_file() and path.suffix != ".zip":
             text = path.read_text()
             if path.suffix == ".ipynb":
                 notebook = nbformat.reads(text, as_version=4)
@@ -225,8 +237,14 @@ def test_make_refuses_a_folder_that_holds_something_and_an_unknown_set(tmp_path)
 @pytest.mark.parametrize("set_name", ORDER)
 def test_a_student_folder_installs_and_imports(folders, set_name, tmp_path):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True)  # numpy and friends from here; minivit from the folder
+    venv.create(env_dir)
     python = env_dir / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    # numpy, setuptools and friends from the interpreter running the tests (a venv's own or the system's), not
+    # from the base interpreter behind it, whose setuptools may be too old to build a wheel; minivit from the folder
+    outer = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
+    (Path(site) / "outer.pth").write_text("\n".join(outer) + "\n")
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     str(folders[set_name])], check=True, timeout=300, capture_output=True)  # fmt: skip
     found = subprocess.run([python, "-c", "import minivit, minivit.assignment; print(minivit.__file__)"],
@@ -246,87 +264,301 @@ def solve(folder, set_name, target):
     return target
 
 
+def answer(folder, path, function, code):
+    """Put `code` (lines at the function body's indent, dedented here) in place of the answer region of
+    `function` in the folder's file `path`."""
+    file = folder / path
+    text = file.read_text()
+    region = next(r for r in markers.python_regions(text, path, markers.STUB_BEGIN, markers.STUB_END)
+                  if r.names[0] == function)  # fmt: skip
+    lines = text.splitlines()
+    body = [region.indent + line if line else line for line in textwrap.dedent(code).strip("\n").splitlines()]
+    file.write_text("\n".join(lines[: region.start + 1] + body + lines[region.end :]) + "\n")
+
+
 def scores(results):
-    return {t["name"].split(":")[0]: t["score"] for t in results["tests"]}
+    return {t["name"]: t["score"] for t in results["tests"]}
+
+
+def item_scores(results):
+    found = {}
+    for t in results["tests"]:
+        item = t["name"].split(":")[0]
+        found[item] = found.get(item, 0) + t["score"]
+    return found
+
+
+def full(set_name):
+    return {item.name: item.points for item in SETS[set_name].items}
+
+
+def grade_command(*args, cwd=REPO, timeout=600):
+    return subprocess.run([sys.executable, "-m", "minivit.assignment", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)  # fmt: skip
 
 
 @pytest.mark.parametrize("set_name", ORDER)
 def test_grade_gives_nothing_for_the_blanks_and_everything_for_the_solutions(folders, set_name, tmp_path):
     folder = folders[set_name]
     blank = grade(folder)
-    assert blank["set"] == set_name and blank["score"] == 0 and blank["max_score"] > 0
+    assert blank["set"] == set_name and blank["reference"] and blank["score"] == 0 and blank["max_score"] > 0
     for test in blank["tests"]:
         assert "NotImplementedError" in test["output"], test
     solved = grade(solve(folder, set_name, tmp_path / "solved"))
     assert solved["score"] == solved["max_score"], solved
+    assert [t["name"] for t in solved["tests"]] == [f"{i.name}: {p.name}" for i in SETS[set_name].items for p in i.parts]
 
 
 def test_a_folder_holds_the_earlier_sets_solved_and_the_later_ones_blank(folders):
-    earlier, later = grade(folders["A3"], "A2"), grade(folders["A3"], "A4")
-    assert earlier["score"] == earlier["max_score"] > 0, earlier
+    assert "NotImplementedError" not in (folders["A3"] / "minivit/ops/layernorm.py").read_text()  # A2: solved
+    later = grade(folders["A3"], "A4")
     assert later["score"] == 0 and all("part of assignment A4, not this one" in t["output"] for t in later["tests"])
 
 
-def test_a_wrong_gradient_loses_exactly_its_items_points_and_is_named(folders, tmp_path):
+def test_a_wrong_gradient_loses_exactly_its_parts_points_and_is_named(folders, tmp_path):
     folder = solve(folders["A2"], "A2", tmp_path / "wrong")
     path = folder / "minivit/ops/layernorm.py"
     text = path.read_text()
     assert text.count("(dout * xhat).sum(axis=rows)") == 1
     path.write_text(text.replace("(dout * xhat).sum(axis=rows)", "-(dout * xhat).sum(axis=rows)"))  # dγ's sign
+    answer(folder, "minivit/ops/gelu.py", "gelu_backward", "return dout[..., 1:]")  # the wrong shape
     results = grade(folder)
-    assert scores(results) == {"layernorm": 0, "gelu": items_of("A2")["gelu"].points}
-    assert re.search(r"dgamma: relative error \d\.\de[+-]\d\d", results["tests"][0]["output"]), results
+    assert scores(results) == {"layernorm: layernorm_backward": 0, "gelu: exact": 0, "gelu: tanh": 0}
+    assert re.fullmatch(r"dgamma: relative error \d\.\de[+-]\d\d", results["tests"][0]["output"]), results
+    assert re.fullmatch(r"dx has shape \(\d+, \d+\), expected \(\d+, \d+\)", results["tests"][1]["output"])
+    answer(folder, "minivit/ops/gelu.py", "gelu_backward", """
+        x, s, approximate = cache
+        if approximate:
+            return None
+        return dout * (s + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    """)  # the exact form right (np: the student's own import), the tanh form missing
+    text = (folder / "minivit/ops/gelu.py").read_text()
+    (folder / "minivit/ops/gelu.py").write_text("import numpy as np\n" + text)
+    results = grade(folder)
+    assert scores(results)["gelu: exact"] == 0 and "NameError: name 'np' is not defined" in results["tests"][1]["output"]
 
 
-def test_grade_survives_code_that_hangs_prints_or_kills_the_interpreter(folders, tmp_path):
-    folder = solve(folders["A3"], "A3", tmp_path / "unruly")
-
-    def replace(path, old, new):
-        text = (folder / path).read_text()
-        assert text.count(old) == 1
-        (folder / path).write_text(text.replace(old, new))
-
-    replace("minivit/ops/softmax.py", "    y, axis = cache\n", "    y, axis = cache\n    while True:\n        pass\n")
-    replace("minivit/ops/losses.py", "    dlogits = xp.exp(log_probs)\n", "    print('debug' * 1000)\n    import os\n"
-            "    os._exit(3)\n")  # fmt: skip
-    # attention calls softmax_backward, so it hangs too: only the time limit saves the grade
-    results = subprocess.run([sys.executable, "-m", "minivit.assignment", "grade", str(folder), "--timeout", "20",
-                              "--json", str(tmp_path / "results.json")], capture_output=True, text=True,
-                             cwd=REPO, timeout=300)  # fmt: skip
-    assert results.returncode == 0, results.stderr
-    table = results.stdout
-    assert re.search(r"^softmax: .* 0 +10 +timed out after 20", table, re.M), table
-    assert re.search(r"^cross_entropy: .* 0 +10 +the tests did not finish \(exit code 3\)", table, re.M), table
-    assert re.search(r"^total +0 +40$", table, re.M), table
-    gradescope = json.loads((tmp_path / "results.json").read_text())
-    assert gradescope["score"] == 0 and [t["max_score"] for t in gradescope["tests"]] == [10, 20, 10]
-    assert set(gradescope["tests"][0]) == {"name", "score", "max_score", "output"}
-
-
-def test_answers_only_grades_the_answers_not_what_else_a_submission_changed(folders, tmp_path):
-    """A submission with a wrong layernorm_backward (zeros) that also disabled the tests' assertion: graded as
-    it is, it gets full points; --answers-only puts its answers into a fresh folder and gives 0 for it."""
-    folder = solve(folders["A2"], "A2", tmp_path / "tampered")
+def test_the_home_grade_takes_the_official_path(folders, tmp_path):
+    """In the student's own folder `grade` splices the answers into the handout, as the official grade splices
+    them into the reference: an edit outside the answer regions (here the import an answer relies on) counts
+    for nothing in both, and a right answer gets its points in both."""
+    folder = solve(folders["A2"], "A2", tmp_path / "home")
     path = folder / "minivit/ops/layernorm.py"
-    student = (folders["A2"] / "minivit/ops/layernorm.py").read_text()
-    stub = re.search(r"^ +raise NotImplementedError\(.*\)$", student, re.M).group(0)
-    path.write_text(student.replace(stub, "    return 0 * dout, 0 * gamma, 0 * gamma"))
-    helpers = folder / "tests/helpers.py"
-    helpers.write_text(
-        helpers.read_text().replace("    items = errors.items()", "    return\n    items = errors.items()")
-    )
-    assert scores(grade(folder)) == {"layernorm": 15, "gelu": 10}  # fooled
-    result = subprocess.run([sys.executable, "-m", "minivit.assignment", "grade", str(folder), "--answers-only"],
-                            capture_output=True, text=True, cwd=REPO, timeout=600)  # fmt: skip
+    path.write_text("import numpy as np\n" + path.read_text().replace("g = dout * gamma", "g = np.multiply(dout, gamma)"))
+    official = grade(folder)
+    home = grade_command("grade", "--json", tmp_path / "home.json", cwd=folder)
+    assert home.returncode == 0, home.stderr
+    assert "checked by the gradient checks here" in home.stdout
+    mine = json.loads((tmp_path / "home.json").read_text())
+    assert scores(mine) == scores(official) == {"layernorm: layernorm_backward": 0, "gelu: exact": 5, "gelu: tanh": 5}
+    assert "NameError" in mine["tests"][0]["output"] and "NameError" in official["tests"][0]["output"]
+    assert re.search(r"^gelu: exact .* 5 +5 +ok \(\d+ tests passed\)", home.stdout, re.M), home.stdout
+    assert not re.search(r"\[kernels-", home.stdout + (tmp_path / "home.json").read_text())
+
+
+# The attacks of issue 21, each in the answer region of layernorm_backward in set A2: each must cost that
+# part its 15 points and nothing else (gelu keeps its 10), whether the screen refuses it (screen.py) or it
+# runs and the grade, decided outside the student's process, is not moved (screen off).
+REBIND = """
+    import minivit.gradcheck
+    minivit.gradcheck.relative_error = lambda a, b: 0.0
+    return 0 * dout, 0 * gamma, 0 * gamma
+"""
+FORGE_AND_EXIT = """
+    import os, sys
+    for arg in sys.argv:
+        if arg.startswith("--junitxml="):
+            with open(arg.split("=", 1)[1], "w") as f:
+                f.write('<testsuites><testsuite><testcase name="test_layernorm"/></testsuite></testsuites>')
+    import numpy
+    names = numpy.array(["dx", "dgamma", "dbeta"])
+    numpy.savez("answer.npz", names=names, none=numpy.zeros(3, bool), a0=0 * dout, a1=0 * gamma, a2=0 * gamma)
+    os._exit(0)
+"""
+NUMERICAL = """
+    from minivit.gradcheck import numerical_gradient
+    from minivit.ops.layernorm import layernorm_forward
+    x, beta = xhat / rstd, 0 * gamma
+    forward = lambda: layernorm_forward(x, gamma, beta)[0]
+    return numerical_gradient(forward, x, dout), numerical_gradient(forward, gamma, dout), dout.sum(axis=(0, 1))
+"""
+ATTACKS = {"rebind relative_error": (REBIND, "imports minivit.gradcheck"), "forge a report and exit 0": (
+    FORGE_AND_EXIT, "imports os"), "central differences": (NUMERICAL, "imports minivit.gradcheck")}  # fmt: skip
+
+
+@pytest.mark.parametrize("screened", [True, False], ids=["screen", "sandbox-alone"])
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_an_attack_in_an_answer_costs_only_its_own_part(folders, tmp_path, attack, screened):
+    code, refusal = ATTACKS[attack]
+    folder = solve(folders["A2"], "A2", tmp_path / "attack")
+    answer(folder, "minivit/ops/layernorm.py", "layernorm_backward", code)
+    results = grade(folder, timeout=10, screen_answers=screened)
+    assert scores(results) == {"layernorm: layernorm_backward": 0, "gelu: exact": 5, "gelu: tanh": 5}, results
+    why = results["tests"][0]["output"]
+    if screened:
+        assert refusal in why, why
+    else:
+        assert re.search(r"relative error|timed out after 10 s", why), why
+
+
+def test_what_a_child_leaves_behind_does_not_outlive_it_or_move_another_grade(folders, tmp_path):
+    """A region that starts a process that leaves its group (setsid) and sleeps, writes to its HOME and TMPDIR,
+    and rewrites the grader's own reference of another item (gelu_backward: zeros, as this submission's
+    gelu answer is): the process is killed, the files go with the copy, gelu is still graded against the
+    reference read before any student code ran."""
+    instructor = tmp_path / "instructor"  # a checkout of the grader that the attack may damage
+    shutil.copytree(REPO / "minivit", instructor / "minivit", ignore=shutil.ignore_patterns("__pycache__"))
+    pids = tmp_path / "pids"
+    folder = solve(folders["A2"], "A2", tmp_path / "attack")
+    answer(folder, "minivit/ops/layernorm.py", "layernorm_backward", f"""
+        import os, pathlib, subprocess, tempfile
+        child = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        if os.fork() == 0:  # a grandchild that outlives its parent
+            os.setsid()
+            pathlib.Path("{pids}.grandchild").write_text(str(os.getpid()))
+            os.execvp("sleep", ["sleep", "300"])
+        pathlib.Path("{pids}").write_text(str(child.pid))
+        for where in (pathlib.Path.home(), pathlib.Path(tempfile.gettempdir())):
+            (where / "left-behind").write_text("x")
+        pathlib.Path("{pids}.home").write_text(str(pathlib.Path.home()))
+        gelu = pathlib.Path("{instructor}/minivit/ops/gelu.py")
+        gelu.write_text(gelu.read_text().replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\\n    return 0 * dout", 1))
+        import time
+        time.sleep(300)
+    """)
+    answer(folder, "minivit/ops/gelu.py", "gelu_backward", "return 0 * dout")
+    result = grade_command("grade", folder, "--timeout", 15, "--no-screen", cwd=instructor)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"^layernorm: .* 0 +15 +.*dx: relative error", result.stdout, re.M), result.stdout
-    assert re.search(r"^total +10 +25$", result.stdout, re.M), result.stdout
+    assert re.search(r"^layernorm: layernorm_backward +0 +15 +timed out after 15 s", result.stdout, re.M), result.stdout
+    assert re.search(r"^gelu: exact +0 +5 +dx: relative error", result.stdout, re.M), result.stdout
+    assert "return 0 * dout" in (instructor / "minivit/ops/gelu.py").read_text()  # the attack did run
+    for name in ("", ".grandchild"):
+        pid = int(Path(f"{pids}{name}").read_text())
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3], name
+    assert not Path(Path(f"{pids}.home").read_text()).exists()
+
+
+def test_items_are_graded_independently(folders, tmp_path):
+    """A wrong softmax_backward (which attention_backward calls) costs softmax its points, not attention."""
+    folder = solve(folders["A3"], "A3", tmp_path / "independent")
+    answer(folder, "minivit/ops/softmax.py", "softmax_backward", "y, axis = cache\nreturn dout * y")
+    assert item_scores(grade(folder)) == {**full("A3"), "softmax": 0}
+
+
+def test_a_kmeans_update_needs_only_what_its_hint_names(folders, tmp_path):
+    folder = solve(folders["A5"], "A5", tmp_path / "kmeans")
+    answer(folder, "minivit/data/palette.py", "Palette.fit", """
+        for j in range(k):
+            if counts[j] > 0:
+                centers[j] = pixels[ids == j].mean(axis=0)
+    """)
+    assert item_scores(grade(folder))["palette"] == full("A5")["palette"]
+
+
+def test_a_broken_submission_gets_a_message_per_item_and_a_complete_json(folders, tmp_path):
+    folder = solve(folders["A3"], "A3", tmp_path / "broken")
+    softmax = folder / "minivit/ops/softmax.py"
+    softmax.write_text(softmax.read_text().replace("    ### END YOUR CODE\n", "", 1))  # a marker deleted
+    attention = folder / "minivit/ops/attention.py"
+    text = attention.read_text()
+    region = next(r for r in markers.python_regions(text, "attention.py", markers.STUB_BEGIN, markers.STUB_END)
+                  if r.names[0] == "attention_backward")  # fmt: skip
+    lines = text.splitlines()
+    doubled = lines[: region.start + 1] + ["    ### END YOUR CODE", "    ### YOUR CODE HERE"] + lines[region.start + 1 :]
+    attention.write_text("\n".join(doubled) + "\n")  # the region split in two
+    (folder / "minivit/ops/losses.py").unlink()
+    result = grade_command("grade", folder, "--json", tmp_path / "results.json")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["score"] == 0 and len(results["tests"]) == 5 and results["execution_time"] >= 0
+    out = {t["name"]: t["output"] for t in results["tests"]}
+    assert "### YOUR CODE HERE is never closed" in out["softmax: softmax_backward"], out
+    assert "attention_backward has 2 answer regions (### YOUR CODE HERE ... ### END YOUR CODE), the handout has 1" in out[
+        "attention: full"], out  # fmt: skip
+    assert out["cross_entropy: cross_entropy_backward"] == "minivit/ops/losses.py is missing from the submission"
+    assert {t["status"] for t in results["tests"]} == {"failed"} and results["visibility"] == "visible"
+    attention.write_text("\n".join(lines[: region.start + 1] + ["    x = ("] + lines[region.start + 1 :]) + "\n")
+    assert "syntax error" in grade(folder)["tests"][1]["output"]
+
+
+def test_loose_files_and_a_zip_from_submit_are_graded_alike(folders, tmp_path):
+    solved = solve(folders["A2"], "A2", tmp_path / "solved")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for path in ("minivit/ops/layernorm.py", "minivit/ops/gelu.py"):
+        shutil.copy(solved / path, loose)
+    assert grade(loose, "A2")["score"] == 25
+    result = grade_command("submit", solved, cwd=tmp_path)
+    assert result.returncode == 0 and "hand in this file" in result.stdout, result.stderr
+    zipped = solved / "submission-A2.zip"
+    with zipfile.ZipFile(zipped) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        assert sorted(z.namelist()) == ["manifest.json", "minivit/ops/gelu.py", "minivit/ops/layernorm.py"]
+    assert manifest["set"] == "A2" and manifest["unanswered"] == [] and len(manifest["files"]) == 2
+    assert grade(zipped)["score"] == 25  # the set from the manifest
+    blank = grade_command("submit", folders["A2"], "--out", tmp_path / "blank.zip")
+    assert "not answered yet" in blank.stdout and "layernorm_backward" in blank.stdout, blank.stdout
+    softmax = solve(folders["A3"], "A3", tmp_path / "unclosed") / "minivit/ops/softmax.py"
+    softmax.write_text(softmax.read_text().replace("    ### END YOUR CODE\n", "", 1))
+    refused = grade_command("submit", softmax.parents[2])
+    assert refused.returncode == 2 and "cannot submit" in refused.stderr and "never closed" in refused.stderr
+    assert not (softmax.parents[2] / "submission-A3.zip").exists()
+
+
+def test_a_zip_cannot_write_outside_its_folder(folders, tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../outside.txt", "x")
+        z.writestr("/tmp/absolute-minivit-test.txt", "x")
+        z.writestr("manifest.json", json.dumps({"set": "A2"}))
+    results = grade(evil)
+    assert results["score"] == 0 and not (tmp_path.parent / "outside.txt").exists()
+    assert all("missing from the submission" in t["output"] for t in results["tests"])
+
+
+def test_a_folder_of_submissions_gives_a_gradebook(folders, tmp_path):
+    many = tmp_path / "many"
+    solve(folders["A2"], "A2", many / "ada")
+    shutil.copytree(folders["A2"], many / "bob")
+    (many / "eve.zip").write_text("not a zip")
+    result = grade_command("grade", many, "--set", "A2", "--out", tmp_path / "grades")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "grades" / "gradebook.csv").open()))
+    assert [(r["student"], r["score"]) for r in rows] == [("ada", "25"), ("bob", "0"), ("eve", "0")]
+    assert rows[0]["gelu: tanh"] == "5" and rows[0]["max_score"] == "25"
+    eve = json.loads((tmp_path / "grades" / "eve.json").read_text())
+    assert eve["score"] == 0 and "neither a folder nor a zip" in eve["tests"][0]["output"]
+
+
+def test_the_gradescope_bundle_grades_a_submission_in_a_fake_autograder(folders, tmp_path):
+    result = grade_command("gradescope", "A2", "--out", tmp_path / "autograder.zip")
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(tmp_path / "autograder.zip") as z:
+        z.extractall(root / "source")
+        modes = {i.filename: i.external_attr >> 16 for i in z.infolist()}
+    assert modes["run_autograder"] & 0o111 and modes["setup.sh"] & 0o111
+    assert "numpy" in (root / "source/setup.sh").read_text()
+    solved = solve(folders["A2"], "A2", tmp_path / "solved")
+    answer(solved, "minivit/ops/gelu.py", "gelu_backward", "x, s, approximate = cache\nreturn dout * s")
+    (root / "submission").mkdir()
+    for path in ("minivit/ops/layernorm.py", "minivit/ops/gelu.py"):  # uploaded as files, as Gradescope keeps them
+        shutil.copy(solved / path, root / "submission")
+    (root / "results").mkdir()
+    run = subprocess.run(["bash", root / "source/run_autograder"], env={**os.environ, "AUTOGRADER": str(root),
+                         "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    results = json.loads((root / "results/results.json").read_text())
+    assert results["score"] == 15 and isinstance(results["execution_time"], int)
+    assert [(t["name"], t["score"], t["max_score"], t["status"]) for t in results["tests"]] == [
+        ("layernorm: layernorm_backward", 15, 15, "passed"), ("gelu: exact", 0, 5, "failed"),
+        ("gelu: tanh", 0, 5, "failed")]  # fmt: skip
 
 
 def test_grade_of_a_folder_that_is_not_a_student_folder_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "minivit.assignment", "grade", str(tmp_path)], capture_output=True,
-                            text=True, cwd=REPO)  # fmt: skip
-    assert result.returncode == 2 and "is not a student folder (no assignment.json); pass --set" in result.stderr
+    (tmp_path / "x.py").write_text("")
+    result = grade_command("grade", tmp_path)
+    assert result.returncode == 2 and "is not a student folder (no assignment.json or manifest.json)" in result.stderr
 
 
 # -- the notebooks --------------------------------------------------------------------------------

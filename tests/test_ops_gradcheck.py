@@ -34,7 +34,7 @@ def test_layernorm(rand, shape):
 
 
 @pytest.mark.parametrize("shape", [(1,), (3, 7), (2, 3, 5)])
-@pytest.mark.parametrize("approximate", [False, True])
+@pytest.mark.parametrize("approximate", [False, True], ids=["exact", "tanh"])
 def test_gelu(rand, shape, approximate):
     x = rand(*shape, scale=2.0)  # covers the curved region around 0 and both tails
     assert_close(check_op(ops.gelu_forward, ops.gelu_backward, x, approximate=approximate))
@@ -49,14 +49,14 @@ def test_softmax(rand, shape, axis):
     "b, t, d, heads",
     [(1, 1, 4, 1), (1, 5, 6, 1), (2, 5, 6, 3), (2, 7, 8, 2), (3, 4, 4, 4)],
 )
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_attention(rand, b, t, d, heads, causal):
     inputs = [rand(b, t, d), rand(d, 3 * d, scale=0.5), rand(3 * d), rand(d, d, scale=0.5), rand(d)]
     assert_close(check_op(ops.attention_forward, ops.attention_backward, *inputs, num_heads=heads, causal=causal))
 
 
 @pytest.mark.parametrize("b, t, d, heads", [(1, 1, 4, 1), (2, 5, 6, 3), (1, 4, 8, 2)])
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_relative_attention(rand, b, t, d, heads, causal):
     """The relative keys rel (2T - 1, D) too: their gradient is the 6th the backward returns."""
     inputs = [rand(b, t, d), rand(d, 3 * d, scale=0.5), rand(3 * d), rand(d, d, scale=0.5), rand(d)]

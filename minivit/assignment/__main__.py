@@ -1,9 +1,8 @@
-"""python -m minivit.assignment list | make SET --out DIR | grade [DIR] [--set SET] [--json PATH]"""
+"""python -m minivit.assignment list | make SET --out DIR | grade [SUBMISSION] | submit | gradescope SET --out ZIP"""
 
 import argparse
-import json
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 from .sets import SETS
@@ -12,7 +11,7 @@ from .sets import SETS
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minivit.assignment", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the sets, their items and points")
+    sub.add_parser("list", help="the sets, their items, parts and points")
     m = sub.add_parser("make", help="write a student folder for one set")
     m.add_argument("set", help=f"one of {', '.join(SETS)}")
     m.add_argument("--out", required=True, help="the folder to write (new, or empty)")
@@ -21,17 +20,26 @@ def main(argv=None):
         action="store_true",
         help="keep the later sets' solutions (default: blank them too, they are not handed out yet)",
     )
-    g = sub.add_parser("grade", help="run a set's checks in a student folder and print the grade table")
-    g.add_argument("folder", nargs="?", default=".", help="the student folder (default: here)")
-    g.add_argument("--set", help="the set to grade (default: the folder's own, from its assignment.json)")
-    g.add_argument("--json", metavar="PATH", help="also write the results in Gradescope's autograder format")
-    g.add_argument("--timeout", type=float, default=300, help="seconds each item may run (default 300)")
-    g.add_argument(
-        "--answers-only",
-        action="store_true",
-        help="grade only the code between the YOUR CODE markers, put into a fresh copy of the set made from "
-        "this checkout: edits elsewhere in a submission (its tests, gradcheck.py) count for nothing",
-    )
+    g = sub.add_parser("grade", help="grade a submission: a student folder, a zip from `submit`, or a folder of many")
+    g.add_argument("submission", nargs="?", default=".", help="a student folder or zip (default: here), or a folder "
+                   "holding one subfolder or zip per student")  # fmt: skip
+    g.add_argument("--set", help="the set to grade (default: the submission's own, from assignment.json or the zip's "
+                   "manifest)")  # fmt: skip
+    g.add_argument("--json", metavar="PATH", help="also write the results in Gradescope's format (results.json)")
+    g.add_argument("--out", metavar="DIR", help="for a folder of many: where gradebook.csv and one JSON per student "
+                   "go (default: grades/ beside it)")  # fmt: skip
+    g.add_argument("--timeout", type=float, default=60, help="seconds each part may run (default 60)")
+    g.add_argument("--no-screen", action="store_true", help="run answers that use what an answer may not (imports "
+                   "beyond numpy and minivit, files, numerical gradients; see screen.py) instead of refusing them")  # fmt: skip
+    g.add_argument("--answers-only", action="store_true", help="what grade always does now: only the code between "
+                   "the YOUR CODE markers is graded (kept so that older scripts run)")  # fmt: skip
+    s = sub.add_parser("submit", help="pack the answers of a student folder into one zip to hand in")
+    s.add_argument("folder", nargs="?", default=".", help="the student folder (default: here)")
+    s.add_argument("--out", help="the zip to write (default: submission-SET.zip in the folder)")
+    b = sub.add_parser("gradescope", help="write Gradescope's autograder bundle for one set")
+    b.add_argument("set", help=f"one of {', '.join(SETS)}")
+    b.add_argument("--out", required=True, help="the zip to write, e.g. autograder.zip")
+    b.add_argument("--timeout", type=float, default=60, help="seconds each part may run (default 60)")
     args = p.parse_args(argv)
 
     if args.command == "list":
@@ -39,33 +47,50 @@ def main(argv=None):
             print(f"{s.name} · {s.title}  ({sum(i.points for i in s.items)} points)")
             for item in s.items:
                 print(f"    {item.points:3d}  {item.name:14} {item.title}")
+                for part in item.parts if len(item.parts) > 1 else ():
+                    print(f"      {part.points:3d}  {part.name}")
         return 0
+    from . import grade as grading
+
+    started = time.time()
     try:
         if args.command == "make":
-            from .make import make  # nbformat: only the instructor's side needs it
+            from .make import make
 
             out = make(args.set, args.out, keep_later=args.keep_later)
             print(f"wrote {out}: assignment {args.set}; grade it with `python -m minivit.assignment grade {out}`")
-            return 0
-        from .grade import grade, set_of, splice, table
+        elif args.command == "submit":
+            from .submit import submit
 
-        folder = args.folder
-        with tempfile.TemporaryDirectory() as tmp:
-            if args.answers_only:
-                folder = splice(args.folder, args.set or set_of(args.folder), Path(tmp) / "graded")
-            results = grade(folder, args.set, args.timeout, log=lambda test: print(
-                f"graded {test['name'].split(':')[0]}: {test['score']} of {test['max_score']}", file=sys.stderr,
-                flush=True))  # fmt: skip
+            out, unanswered = submit(args.folder, args.out)
+            print(f"wrote {out}: hand in this file")
+            if unanswered:
+                print(f"not answered yet (still raising NotImplementedError): {', '.join(unanswered)}")
+        elif args.command == "gradescope":
+            from .submit import gradescope_bundle
+
+            out = gradescope_bundle(args.set, args.out, args.timeout)
+            print(f"wrote {out}: upload it as the assignment's autograder (Gradescope: Configure Autograder, zip file)")
+        elif Path(args.submission).is_dir() and not grading.is_one_submission(args.submission):
+            if not args.set:
+                raise ValueError("a folder of many submissions needs --set")
+            out = Path(args.out or Path(args.submission).resolve().parent / "grades")
+            rows = grading.grade_many(args.submission, args.set, out, args.timeout, log=lambda r: print(
+                f"{r['student']}: {r['score']} of {r['max_score']}", flush=True), screen_answers=not args.no_screen)  # fmt: skip
+            print(f"graded {len(rows)} submissions: {out / 'gradebook.csv'} and one JSON per student in {out}")
+        else:
+            results = grading.grade(args.submission, args.set, args.timeout, log=lambda t: print(
+                f"graded {t['name']}: {t['score']} of {t['max_score']}", file=sys.stderr, flush=True),
+                screen_answers=not args.no_screen)  # fmt: skip
+            print(grading.table(results))
+            if args.json:
+                grading.write_json(results, args.json, started)
+        return 0
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if args.command == "grade" and args.json and args.set in SETS:  # the grader still gets its results file
+            grading.write_json(grading.nothing(args.set, str(e)), args.json, started)
         return 2
-    print(table(results))
-    if args.json:
-        gradescope = {"score": results["score"], "output": f"{results['set']}: {results['score']} of "
-                      f"{results['max_score']} points", "tests": results["tests"]}  # fmt: skip
-        with open(args.json, "w") as f:
-            json.dump(gradescope, f, indent=2, ensure_ascii=False)
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
-
-import nbformat
 
 from . import markers
 from .sets import SETS
@@ -25,6 +24,7 @@ from .sets import SETS
 REPO = Path(__file__).resolve().parents[2]  # the checkout: minivit/, tests/, notebooks/, pyproject.toml
 SUPPORT = ("tests/conftest.py", "tests/helpers.py")  # what every test file imports
 TOOL = "minivit/assignment/"  # this package: shipped as it is, for `grade`
+HANDOUT = ".assignment/handout.zip"  # the package and tests as handed out: what `grade` splices answers into
 
 
 def blanked_items(set_name, keep_later=False):
@@ -49,7 +49,8 @@ def hints(set_name, keep_later=False):
 
 def test_files():
     """The test files that grade any set."""
-    return sorted({test.split("::")[0] for s in SETS.values() for item in s.items for test in item.tests})
+    return sorted({test.split("::")[0] for s in SETS.values() for item in s.items for part in item.parts
+                   for test in part.tests})  # fmt: skip
 
 
 def make(set_name, out, root=REPO, keep_later=False):
@@ -66,15 +67,16 @@ def make(set_name, out, root=REPO, keep_later=False):
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for a temporary folder, not the one handed out
     try:
-        written = _package(root, tmp, blanks)
-        for path in (*SUPPORT, *test_files()):
-            _copy(root / path, tmp / path)
-        _copy(root / "pyproject.toml", tmp / "pyproject.toml")
+        handout = package(read_sources(root), blanks)
+        for path in (*SUPPORT, *test_files(), "pyproject.toml"):
+            handout[path] = (root / path).read_text()
+        write(handout, tmp)
+        (tmp / HANDOUT).parent.mkdir()
+        with zipfile.ZipFile(tmp / HANDOUT, "w", zipfile.ZIP_DEFLATED) as z:  # what `grade` splices answers into
+            for path, text in sorted(handout.items()):
+                z.writestr(path, text)
         for path in SETS[set_name].notebooks:
             _notebook(root / path, tmp / path, path, set_name, keep_later)
-        missing = sorted({r.split("::")[0] for r in blanks if "::" in r} - written)
-        if missing:
-            raise ValueError(f"the sets name solution regions in files that do not exist: {missing}")
         (tmp / "assignment.json").write_text(json.dumps({"set": set_name, "title": SETS[set_name].title}) + "\n")
         (tmp / "README.md").write_text(readme(set_name))
         if out.exists():
@@ -86,31 +88,30 @@ def make(set_name, out, root=REPO, keep_later=False):
     return out
 
 
-def _copy(src, dst):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
+def read_sources(root):
+    """{path: text} of every .py file of the package under root (the template a folder or a copy is made from)."""
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted((Path(root) / "minivit").rglob("*.py"))}
 
 
-def _package(root, out, blanks):
-    """Copy minivit/ with the blanked regions stubbed and their kernels removed; returns the files that
-    held a blanked region."""
-    sources = {}
-    for p in sorted((root / "minivit").rglob("*.py")):
-        path = p.relative_to(root).as_posix()
-        if path.startswith(TOOL):  # describes the markers, holds none: shipped as it is
-            _copy(p, out / path)
-        else:
-            sources[path] = p.read_text()
+def package(sources, blanks):
+    """{path: text} of the package with the regions in `blanks` ({region: hint}) stubbed, the other regions'
+    markers removed, and the kernels standing in for a blanked function gone; the assignment tool's own
+    files (which describe the markers and hold none) as they are."""
+    code = {path: text for path, text in sources.items() if not path.startswith(TOOL)}
     blanked_here = {}
-    for path, text in sources.items():
+    for path, text in code.items():
         functions = {r.names[0] for r in markers.python_regions(text, path)}
         blanked_here[path] = {region.split("::")[1]: hint for region, hint in blanks.items()
                               if region.startswith(path + "::")}  # fmt: skip
         unknown = sorted(set(blanked_here[path]) - functions)
         if unknown:
             raise ValueError(f"{path}: no solution region in {unknown}")
-    removed = _kernels_to_remove(sources, blanked_here)
-    for path, text in sources.items():
+    missing = sorted({r.split("::")[0] for r in blanks if "::" in r} - set(code))
+    if missing:
+        raise ValueError(f"the sets name solution regions in files that do not exist: {missing}")
+    removed = _kernels_to_remove(code, blanked_here)
+    out = {path: text for path, text in sources.items() if path.startswith(TOOL)}
+    for path, text in code.items():
         if path in removed:
             continue
         text = markers.blank_python(text, blanked_here[path], path)
@@ -118,10 +119,16 @@ def _package(root, out, blanks):
         if kernel and f"minivit/kernels/{kernel}.py" in removed:  # the op runs its own (the student's) math
             text = re.sub(r"^@accelerated\(kernel\.\w+\)\n", "", text, flags=re.M)
             text = re.sub(r"^from \.\.kernels import (accelerated|\w+ as kernel)\n", "", text, flags=re.M)
-        target = out / path
+        out[path] = text
+    return out
+
+
+def write(files, out):
+    """Write {path: text} under the folder out."""
+    for path, text in files.items():
+        target = Path(out) / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    return {path for path, functions in blanked_here.items() if functions}
 
 
 def _kernel_of(text):
@@ -149,6 +156,8 @@ def _kernels_to_remove(sources, blanked_here):
 
 def _notebook(src, dst, path, set_name, keep_later):
     """The set's notebook: regions of blanked items cut (exercises shown), the rest kept, outputs cleared."""
+    import nbformat  # only making a folder needs it, not grading one
+
     blanked = blanked_items(set_name, keep_later)
 
     def hint(names):
@@ -181,7 +190,7 @@ def readme(set_name):
         for item in s.items
     )
     notebooks = "\n".join(f"- `{path}`" for path in s.notebooks)
-    first = s.items[0].tests[0]
+    first = s.items[0].parts[0].tests[0]
     return f"""# Assignment {set_name} · {s.title}
 
 This folder is minivit, the Vision Transformer in NumPy with every backward pass written by hand,

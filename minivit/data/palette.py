@@ -118,8 +118,8 @@ class Palette:
             if ids is not None and (bool((new_ids == ids).all()) or inertia - new_inertia <= tol * inertia):
                 break
             ids, inertia = new_ids, new_inertia
+            counts = xp.bincount(ids, minlength=k)  # (K,) pixels per centre
             ### BEGIN SOLUTION
-            counts = xp.bincount(ids, minlength=k)  # (K,)
             for channel in range(3):  # centre = mean of its pixels
                 sums = xp.bincount(ids, weights=pixels[:, channel], minlength=k)
                 centers[:, channel] = xp.where(counts > 0, sums / xp.maximum(counts, 1), centers[:, channel])

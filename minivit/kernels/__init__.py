@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 _enabled = os.environ.get("MINIVIT_KERNELS", "1") != "0"
+accelerated_ops = []  # the ops a kernel stands in for, as they are decorated
 
 
 def enabled():
@@ -49,6 +50,7 @@ def accelerated(kernel):
             return dispatch.__wrapped__(*args, **kwargs)
 
         dispatch.kernel = kernel
+        accelerated_ops.append(dispatch)
         return dispatch
 
     return wrap
