@@ -168,10 +168,13 @@ def _notebook(src, dst, path, set_name, keep_later):
         raise AssertionError(names)
 
     notebook = nbformat.read(src, as_version=4)
+    later = {name for name, (owner, _) in blanked.items() if owner != set_name}
     cells = []
     for i, cell in enumerate(notebook.cells):
+        if {f"needs-{name}" for name in later} & set(cell.metadata.get("tags", [])):
+            continue  # runs code of a set not handed out yet
         had_text = bool(cell.source.strip())
-        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}")
+        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}", set(blanked) - later)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         if cell.source.strip() or not had_text:  # a cell that was all solution goes

@@ -19,7 +19,8 @@ A region in a .py file belongs to the function around it ("layernorm_backward", 
 a student's copy has, in its place, a stub between `### YOUR CODE HERE` and `### END YOUR CODE` that
 raises NotImplementedError with the item's one-line hint. A notebook region may name several items
 (a summary of them all): it is blanked when any of them is; one named `instructor` never reaches a
-student.
+student. A notebook cell tagged `needs-ITEM` (Jupyter's cell tags) runs code of that item: a folder
+of an earlier set, where the item is not handed out yet, leaves the cell out.
 """
 
 import ast
@@ -148,9 +149,11 @@ def exercises(cell):
     return [(tuple(m.group(1).split()), m.group(2)) for m in MD_EXERCISE.finditer(cell.source)]
 
 
-def blank_cell(cell, blanked, hint, where):
+def blank_cell(cell, blanked, hint, where, shown=None):
     """The cell as a student gets it: regions naming a blanked item cut (code: a stub raising hint(names));
-    the exercises of blanked items shown, the others dropped; every other region's markers removed."""
+    the exercises of the items in `shown` (default: the blanked ones) shown, the others dropped; every other
+    region's markers removed."""
+    shown = blanked if shown is None else shown
     lines, out, at = cell.source.splitlines(), [], 0
     for r in cell_regions(cell, where):
         out += lines[at : r.start]
@@ -161,7 +164,7 @@ def blank_cell(cell, blanked, hint, where):
         at = r.end + 1
     source = "\n".join(out + lines[at:])
     if cell.cell_type == "markdown":
-        source = MD_EXERCISE.sub(lambda m: m.group(2) if set(m.group(1).split()) & blanked else "", source)
+        source = MD_EXERCISE.sub(lambda m: m.group(2) if set(m.group(1).split()) & shown else "", source)
         source = re.sub(r"\n{3,}", "\n\n", source)  # where a cut region or exercise left a gap
     cell.source = source.strip("\n")
     return cell

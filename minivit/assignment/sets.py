@@ -71,7 +71,7 @@ SETS = {
                 "minivit/ops/patches.py::unpatchify": "unpatchify: patches (B, N, P*P*C) -> images (B, H, W, C), "
                     "the inverse of patchify",
                 "notebooks/01_patches.ipynb": "cut the image into its patch matrix (N, P*P*C): reshape, "
-                    "transpose, reshape; name the result `patches`",
+                    "transpose, reshape; name the result x_p (the cells below use it)",
             }, (
                 Part("patchify", 5, "patchify", (ROUND_TRIP,
                      "tests/test_nn.py::test_a_convolution_with_kernel_and_stride_p_is_the_patch_embedding"),
@@ -131,9 +131,17 @@ SETS = {
                     "_encode, then y = LN(z_L^0) (pool 'cls') or LN then the mean over tokens (pool 'mean'), head",
                 "minivit/models/vit.py::ViT.backward": "ViT.backward: dimages (B, H, W, C) from dlogits (B, K), "
                     "the forward in reverse: head, pooling, LN, _encode_backward, _embed_patches_backward",
+                "minivit/models/masked_patches.py::MaskedPatchViT.forward": "MaskedPatchViT.forward (not graded; "
+                    "for masked patch prediction): your ViT.forward, with each patch replaced as corruption.source "
+                    "says (embedding_forward), the [mask] embedding where corruption.kind is MASKED, and LN and the "
+                    "head on every patch token",
+                "minivit/models/masked_patches.py::MaskedPatchViT.backward": "MaskedPatchViT.backward (not graded): "
+                    "the forward in reverse, as your ViT.backward",
             }, (
-                Part("forward", 7, "vit_forward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",)),
-                Part("backward", 8, "vit_backward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",)),
+                Part("forward", 7, "vit_forward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",),
+                     code=("minivit/models/vit.py::ViT.forward",)),
+                Part("backward", 8, "vit_backward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",),
+                     code=("minivit/models/vit.py::ViT.forward", "minivit/models/vit.py::ViT.backward")),
             )),
             Item("adamw", "AdamW.update: Adam with decoupled weight decay", {
                 "minivit/optim.py::AdamW.update": "AdamW.update: update m and v in place, decay p.data if p.decay, "

@@ -94,17 +94,20 @@ class MaskedPatchViT(ViT):
         b, n, d = x.shape
         if corruption.kind.shape != (b, n):
             raise ValueError(f"the corruption is for {corruption.kind.shape} patches, the images have {(b, n)}")
+        ### BEGIN SOLUTION
         x, self._source_cache = ops.embedding_forward(corruption.source.reshape(-1), x.reshape(b * n, d))
         self._masked = corruption.kind.reshape(-1) == MASKED  # (B·N,)
         x[self._masked] = self.mask_token.data[0, 0]  # the [mask] embedding in place
         z = self._encode(x.reshape(b, n, d))  # (B, T, D)
         self._tokens_shape = z.shape
         return self.head(self.norm(z[:, z.shape[1] - n :]))  # (B, N, 512): the patch tokens, not a class token
+        ### END SOLUTION
 
     def backward(self, dlogits):
         """dlogits: (B, N, 512) -> dimages (B, H, W, C); fills every parameter's grad."""
         xp = backend.array_module(dlogits)
         b, n, _ = dlogits.shape
+        ### BEGIN SOLUTION
         dz = xp.zeros(self._tokens_shape, dtype=dlogits.dtype)
         dz[:, dz.shape[1] - n :] = self.norm.backward(self.head.backward(dlogits))
         dx = self._encode_backward(dz).reshape(b * n, -1)  # (B·N, D), after the corruption
@@ -112,6 +115,7 @@ class MaskedPatchViT(ViT):
         dx[self._masked] = 0  # a masked place's own embedding was not used
         dx = ops.embedding_backward(dx, self._source_cache)  # a replacing patch gets the gradient of its new place too
         return self._embed_patches_backward(dx.reshape(b, n, -1))
+        ### END SOLUTION
 
 
 def masked_patch_preset(name, **overrides):
