@@ -265,8 +265,17 @@ INTENDED = {("minivit/nn/transformer.py::Block.decode", "minivit/nn/transformer.
 
 # Formulas a derivation uses and the notebooks state on purpose, outside it (definitions, the chain rule an
 # exercise starts from), as `formulas` writes them.
-PUBLIC = {"v=v\\odotm", "v_i=\\sum_jg_j\\partial\\hatx_j/\\partialx_i", "\\Phi'=\\varphi", "v=\\tanhu",
-          "\\tanh'=1-v^2", "v=v\\odotout'(v)", "v=v^\\top", "v=v(v)", "v=1/\\sqrt{v_h}"}
+PUBLIC = {
+    "v=v\\odotm",
+    "v_i=\\sum_jg_j\\partial\\hatx_j/\\partialx_i",
+    "\\Phi'=\\varphi",
+    "v=\\tanhu",
+    "\\tanh'=1-v^2",
+    "v=v\\odotout'(v)",
+    "v=v^\\top",
+    "v=v(v)",
+    "v=1/\\sqrt{v_h}",
+}
 
 
 @pytest.mark.parametrize("set_name", ORDER)
@@ -286,7 +295,9 @@ def test_a_student_folder_holds_no_solution(folders, set_name):
                 notebook = nbformat.reads(text, as_version=4)
                 assert all(not c.get("outputs") for c in notebook.cells), f"{path.name} has outputs"
                 text = "\n".join(c.source for c in notebook.cells)
-                code.update({f"{name}, cell {i}": c.source for i, c in enumerate(notebook.cells) if c.cell_type == "code"})
+                code.update(
+                    {f"{name}, cell {i}": c.source for i, c in enumerate(notebook.cells) if c.cell_type == "code"}
+                )
                 markdown[name] = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
             elif path.suffix == ".py":
                 code[name] = text
@@ -297,7 +308,9 @@ def test_a_student_folder_holds_no_solution(folders, set_name):
     assert not leaks, f"solution lines in the student folder: {leaks}"
     solutions, derivations = blanked_solutions(set_name)
     assert solutions and (derivations or set_name == "A4")
-    found = {name: shingles(code_tokens(unit)) for path, text in code.items() for name, unit in units(path, text).items()}
+    found = {
+        name: shingles(code_tokens(unit)) for path, text in code.items() for name, unit in units(path, text).items()
+    }
     for region, body in solutions:
         mine = shingles(code_tokens(body))
         for name, theirs in found.items():
@@ -321,6 +334,15 @@ def test_a_student_folder_holds_no_solution(folders, set_name):
     readme = (folder / "README.md").read_text()
     assert f"Assignment {set_name}" in readme and all(item.title in readme for item in SETS[set_name].items)
     assert json.loads((folder / "assignment.json").read_text())["set"] == set_name
+
+
+def test_blank_earlier_hands_out_no_earlier_solution(tmp_path):
+    folder = make("A3", tmp_path / "hw3", blank_earlier=True)
+    text = (folder / "minivit/ops/layernorm.py").read_text()
+    assert "(from assignment A2: your answer to it goes here too)" in text and "(g * xhat)" not in text
+    assert "layernorm.py" not in {p.name for p in (folder / "minivit/kernels").iterdir()}
+    results = grade(solve(folder, "A3", tmp_path / "solved"))  # A3's answers only: the reference stands in for A2's
+    assert results["score"] == results["max_score"], results
 
 
 def test_make_refuses_a_folder_that_holds_something_and_an_unknown_set(tmp_path):
@@ -406,7 +428,9 @@ def test_grade_gives_nothing_for_the_blanks_and_everything_for_the_solutions(fol
         assert "NotImplementedError" in test["output"], test
     solved = grade(solve(folder, set_name, tmp_path / "solved"))
     assert solved["score"] == solved["max_score"], solved
-    assert [t["name"] for t in solved["tests"]] == [f"{i.name}: {p.name}" for i in SETS[set_name].items for p in i.parts]
+    assert [t["name"] for t in solved["tests"]] == [
+        f"{i.name}: {p.name}" for i in SETS[set_name].items for p in i.parts
+    ]
 
 
 def test_a_folder_holds_the_earlier_sets_solved_and_the_later_ones_blank(folders):
@@ -426,16 +450,23 @@ def test_a_wrong_gradient_loses_exactly_its_parts_points_and_is_named(folders, t
     assert scores(results) == {"layernorm: layernorm_backward": 0, "gelu: exact": 0, "gelu: tanh": 0}
     assert re.fullmatch(r"dgamma: relative error \d\.\de[+-]\d\d", results["tests"][0]["output"]), results
     assert re.fullmatch(r"dx has shape \(\d+, \d+\), expected \(\d+, \d+\)", results["tests"][1]["output"])
-    answer(folder, "minivit/ops/gelu.py", "gelu_backward", """
+    answer(
+        folder,
+        "minivit/ops/gelu.py",
+        "gelu_backward",
+        """
         x, s, approximate = cache
         if approximate:
             return None
         return dout * (s + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
-    """)  # the exact form right (np: the student's own import), the tanh form missing
+    """,
+    )  # the exact form right (np: the student's own import), the tanh form missing
     text = (folder / "minivit/ops/gelu.py").read_text()
     (folder / "minivit/ops/gelu.py").write_text("import numpy as np\n" + text)
     results = grade(folder)
-    assert scores(results)["gelu: exact"] == 0 and "NameError: name 'np' is not defined" in results["tests"][1]["output"]
+    assert (
+        scores(results)["gelu: exact"] == 0 and "NameError: name 'np' is not defined" in results["tests"][1]["output"]
+    )
 
 
 def test_the_home_grade_takes_the_official_path(folders, tmp_path):
@@ -444,7 +475,9 @@ def test_the_home_grade_takes_the_official_path(folders, tmp_path):
     for nothing in both, and a right answer gets its points in both."""
     folder = solve(folders["A2"], "A2", tmp_path / "home")
     path = folder / "minivit/ops/layernorm.py"
-    path.write_text("import numpy as np\n" + path.read_text().replace("g = dout * gamma", "g = np.multiply(dout, gamma)"))
+    path.write_text(
+        "import numpy as np\n" + path.read_text().replace("g = dout * gamma", "g = np.multiply(dout, gamma)")
+    )
     official = grade(folder)
     home = grade_command("grade", "--json", tmp_path / "home.json", cwd=folder)
     assert home.returncode == 0, home.stderr
@@ -510,7 +543,11 @@ def test_what_a_child_leaves_behind_does_not_outlive_it_or_move_another_grade(fo
     shutil.copytree(REPO / "minivit", instructor / "minivit", ignore=shutil.ignore_patterns("__pycache__"))
     pids = tmp_path / "pids"
     folder = solve(folders["A2"], "A2", tmp_path / "attack")
-    answer(folder, "minivit/ops/layernorm.py", "layernorm_backward", f"""
+    answer(
+        folder,
+        "minivit/ops/layernorm.py",
+        "layernorm_backward",
+        f"""
         import os, pathlib, subprocess, tempfile
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)
         if os.fork() == 0:  # a grandchild that outlives its parent
@@ -525,7 +562,8 @@ def test_what_a_child_leaves_behind_does_not_outlive_it_or_move_another_grade(fo
         gelu.write_text(gelu.read_text().replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\\n    return 0 * dout", 1))
         import time
         time.sleep(300)
-    """)
+    """,
+    )
     answer(folder, "minivit/ops/gelu.py", "gelu_backward", "return 0 * dout")
     result = grade_command("grade", folder, "--timeout", 15, "--no-screen", cwd=instructor)
     assert result.returncode == 0, result.stderr
@@ -547,11 +585,16 @@ def test_items_are_graded_independently(folders, tmp_path):
 
 def test_a_kmeans_update_needs_only_what_its_hint_names(folders, tmp_path):
     folder = solve(folders["A5"], "A5", tmp_path / "kmeans")
-    answer(folder, "minivit/data/palette.py", "Palette.fit", """
+    answer(
+        folder,
+        "minivit/data/palette.py",
+        "Palette.fit",
+        """
         for j in range(k):
             if counts[j] > 0:
                 centers[j] = pixels[ids == j].mean(axis=0)
-    """)
+    """,
+    )
     assert item_scores(grade(folder))["palette"] == full("A5")["palette"]
 
 
@@ -564,7 +607,9 @@ def test_a_broken_submission_gets_a_message_per_item_and_a_complete_json(folders
     region = next(r for r in markers.python_regions(text, "attention.py", markers.STUB_BEGIN, markers.STUB_END)
                   if r.names[0] == "attention_backward")  # fmt: skip
     lines = text.splitlines()
-    doubled = lines[: region.start + 1] + ["    ### END YOUR CODE", "    ### YOUR CODE HERE"] + lines[region.start + 1 :]
+    doubled = (
+        lines[: region.start + 1] + ["    ### END YOUR CODE", "    ### YOUR CODE HERE"] + lines[region.start + 1 :]
+    )
     attention.write_text("\n".join(doubled) + "\n")  # the region split in two
     (folder / "minivit/ops/losses.py").unlink()
     result = grade_command("grade", folder, "--json", tmp_path / "results.json")

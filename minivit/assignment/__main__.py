@@ -20,6 +20,9 @@ def main(argv=None):
         action="store_true",
         help="keep the later sets' solutions (default: blank them too, they are not handed out yet)",
     )
+    m.add_argument("--blank-earlier", action="store_true", help="blank the earlier sets' solutions too (default: "
+                   "they are in the folder, so that the student builds on working code); for courses that reuse "
+                   "sets across years")  # fmt: skip
     g = sub.add_parser("grade", help="grade a submission: a student folder, a zip from `submit`, or a folder of many")
     g.add_argument("submission", nargs="?", default=".", help="a student folder or zip (default: here), or a folder "
                    "holding one subfolder or zip per student")  # fmt: skip
@@ -57,7 +60,7 @@ def main(argv=None):
         if args.command == "make":
             from .make import make
 
-            out = make(args.set, args.out, keep_later=args.keep_later)
+            out = make(args.set, args.out, keep_later=args.keep_later, blank_earlier=args.blank_earlier)
             print(f"wrote {out}: assignment {args.set}; grade it with `python -m minivit.assignment grade {out}`")
         elif args.command == "submit":
             from .submit import submit

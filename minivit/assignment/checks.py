@@ -231,7 +231,8 @@ def decode(seed):
     found, past = {}, None
     for start, stop in ((0, 3), (3, 4), (4, 7)):
         found[f"attention_decode out [{start}:{stop}]"], past = ops.attention_decode(
-            x[:, start:stop], w_qkv, b_qkv, w_out, b_out, 3, past)
+            x[:, start:stop], w_qkv, b_qkv, w_out, b_out, 3, past
+        )
     found["attention_decode keys"], found["attention_decode values"] = past
     igpt, ids = _igpt(rng), rng.integers(0, 9, size=(3, 15))
     past = None

@@ -81,10 +81,11 @@ def _find(root, path):
     return found[0] if len(found) == 1 else None
 
 
-def read_answers(root, set_name):
-    """{path: {function: [the lines of each answer region]}, or a message saying why it cannot be read}."""
+def read_answers(root, paths):
+    """{path: {function: [the lines of each answer region]}, or a message saying why it cannot be read}, for
+    each of the files `paths` of a submission."""
     answers = {}
-    for path in answer_files(set_name):
+    for path in paths:
         found = _find(Path(root), path)
         if found is None:
             answers[path] = f"{path} is missing from the submission"
@@ -107,6 +108,12 @@ def read_answers(root, set_name):
 class Template:
     sources: dict  # {path: text}: the package (and, for a handout, its tests and pyproject.toml)
     reference: bool  # whether it holds the solutions of the set being graded
+
+    @property
+    def answered(self):
+        """The files of a handout with answer regions: the set's, and an earlier set's made with --blank-earlier."""
+        return sorted(path for path, text in self.sources.items() if path.endswith(".py") and markers.STUB_BEGIN in text
+                      and not path.startswith("minivit/assignment/"))  # fmt: skip
 
 
 def template(set_name, root=REPO):
@@ -134,7 +141,7 @@ def splice(tpl, item, part, set_name, answers):
         files = package(tpl.sources, {region: item.code[region] for region in regions})
         paths = {region.split("::")[0] for region in regions}
     else:
-        files, paths = dict(tpl.sources), set(answer_files(set_name))
+        files, paths = dict(tpl.sources), set(answers)
     own = {region.split("::")[0] for region in regions}
     for path in sorted(paths):
         if isinstance(answers[path], str):
@@ -312,7 +319,8 @@ def is_one_submission(folder):
     many (one subfolder or zip per student)."""
     folder = Path(folder)
     return any((folder / name).exists() for name in ("assignment.json", MANIFEST, "minivit")) or any(
-        folder.glob("*.py"))
+        folder.glob("*.py")
+    )
 
 
 def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=True):
@@ -335,14 +343,15 @@ def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=Tr
             raise ValueError(f"unknown assignment set {set_name!r}; expected one of {list(SETS)}")
         tpl = template(set_name)
         expected = expected_outputs(set_name) if tpl.reference else {}
-        answers = read_answers(root, set_name)
+        answers = read_answers(root, answer_files(set_name) if tpl.reference else tpl.answered)
         tests = []
         with sandbox.reaping():
             for item in SETS[set_name].items:
                 for part in item.parts:
                     folder = Path(tempfile.mkdtemp(prefix=f"{item.name}-{part.name}-", dir=tmp))
-                    score, output = _run_part(tpl, item, part, set_name, answers, expected, folder, timeout,
-                                               screen_answers)
+                    score, output = _run_part(
+                        tpl, item, part, set_name, answers, expected, folder, timeout, screen_answers
+                    )
                     tests.append({"name": f"{item.name}: {part.name}", "score": score, "max_score": part.points,
                                   "output": output})  # fmt: skip
                     if log:
@@ -416,7 +425,10 @@ def table(results):
     """The grade as a printed table: part, points earned, points possible, what happened; the total."""
     how = ("compared with the reference solution" if results["reference"] else
            "checked by the gradient checks here; your grader also compares with the reference solution")  # fmt: skip
-    lines = [f"{results['set']} · {SETS[results['set']].title}  ({how})", f"{'part':40}  {'points':>6} {'max':>4}   result"]
+    lines = [
+        f"{results['set']} · {SETS[results['set']].title}  ({how})",
+        f"{'part':40}  {'points':>6} {'max':>4}   result",
+    ]
     lines += [row(t) for t in results["tests"]]
     lines.append(f"{'total':40}  {results['score']:>6} {results['max_score']:>4}")
     return "\n".join(lines)

@@ -27,23 +27,29 @@ TOOL = "minivit/assignment/"  # this package: shipped as it is, for `grade`
 HANDOUT = ".assignment/handout.zip"  # the package and tests as handed out: what `grade` splices answers into
 
 
-def blanked_items(set_name, keep_later=False):
-    """{item name: (the set it belongs to, Item)} of what a folder of `set_name` blanks: its own items and,
-    unless keep_later, every later set's (not handed out yet)."""
+def blanked_items(set_name, keep_later=False, blank_earlier=False):
+    """{item name: (the set it belongs to, Item)} of what a folder of `set_name` blanks: its own items, every
+    later set's unless keep_later (not handed out yet), and every earlier set's if blank_earlier (a course
+    that reuses its sets across years hands out no earlier solution)."""
     names = list(SETS)
     if set_name not in SETS:
         raise ValueError(f"unknown assignment set {set_name!r}; expected one of {names}")
-    sets = names[names.index(set_name) :] if not keep_later else [set_name]
+    at = names.index(set_name)
+    sets = names[0 if blank_earlier else at : at + 1 if keep_later else len(names)]
     return {item.name: (s, item) for s in sets for item in SETS[s].items}
 
 
-def hints(set_name, keep_later=False):
+def hints(set_name, keep_later=False, blank_earlier=False):
     """{region: the hint its stub raises} for every region a folder of `set_name` blanks."""
-    found = {}
-    for owner, item in blanked_items(set_name, keep_later).values():
+    found, order = {}, list(SETS)
+    for owner, item in blanked_items(set_name, keep_later, blank_earlier).values():
         for region, hint in item.code.items():
-            later = f"{region.split('::')[-1]}: part of assignment {owner}, not this one"
-            found[region] = hint if owner == set_name else later
+            if owner == set_name:
+                found[region] = hint
+            elif order.index(owner) > order.index(set_name):
+                found[region] = f"{region.split('::')[-1]}: part of assignment {owner}, not this one"
+            else:
+                found[region] = f"{hint} (from assignment {owner}: your answer to it goes here too)"
     return found
 
 
@@ -53,14 +59,14 @@ def test_files():
                    for test in part.tests})  # fmt: skip
 
 
-def make(set_name, out, root=REPO, keep_later=False):
+def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False):
     """Write the student folder of `set_name` to `out` (which must not exist, or be empty); returns its path.
 
     It is built in a temporary folder beside `out` and renamed into place, so a failure leaves nothing."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; give a new path")
-    blanks = hints(set_name, keep_later)
+    blanks = hints(set_name, keep_later, blank_earlier)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -76,7 +82,7 @@ def make(set_name, out, root=REPO, keep_later=False):
             for path, text in sorted(handout.items()):
                 z.writestr(path, text)
         for path in SETS[set_name].notebooks:
-            _notebook(root / path, tmp / path, path, set_name, keep_later)
+            _notebook(root / path, tmp / path, path, set_name, blanked_items(set_name, keep_later, blank_earlier))
         (tmp / "assignment.json").write_text(json.dumps({"set": set_name, "title": SETS[set_name].title}) + "\n")
         (tmp / "README.md").write_text(readme(set_name))
         if out.exists():
@@ -154,11 +160,9 @@ def _kernels_to_remove(sources, blanked_here):
         removed |= more
 
 
-def _notebook(src, dst, path, set_name, keep_later):
+def _notebook(src, dst, path, set_name, blanked):
     """The set's notebook: regions of blanked items cut (exercises shown), the rest kept, outputs cleared."""
     import nbformat  # only making a folder needs it, not grading one
-
-    blanked = blanked_items(set_name, keep_later)
 
     def hint(names):
         for name in names:
@@ -168,7 +172,8 @@ def _notebook(src, dst, path, set_name, keep_later):
         raise AssertionError(names)
 
     notebook = nbformat.read(src, as_version=4)
-    later = {name for name, (owner, _) in blanked.items() if owner != set_name}
+    order = list(SETS)
+    later = {name for name, (owner, _) in blanked.items() if order.index(owner) > order.index(set_name)}
     cells = []
     for i, cell in enumerate(notebook.cells):
         if {f"needs-{name}" for name in later} & set(cell.metadata.get("tags", [])):
@@ -185,13 +190,15 @@ def _notebook(src, dst, path, set_name, keep_later):
 
 
 def readme(set_name):
-    """The student's README: setup, what to implement and for how many points, how to check."""
+    """The student's README: setup, what to implement and for how many points, how to check and hand in."""
     s = SETS[set_name]
     total = sum(item.points for item in s.items)
     rows = "\n".join(
-        f"| {item.title} | {item.points} | " + ", ".join(f"`{r.replace('::', '` → `')}`" for r in item.code) + " |"
+        f"| {item.title} | " + ", ".join(f"{p.name} {p.points}" if len(item.parts) > 1 else str(p.points)
+                                         for p in item.parts)
+        + " | " + ", ".join(f"`{r.replace('::', '` → `')}`" for r in item.code) + " |"
         for item in s.items
-    )
+    )  # fmt: skip
     notebooks = "\n".join(f"- `{path}`" for path in s.notebooks)
     first = s.items[0].parts[0].tests[0]
     return f"""# Assignment {set_name} · {s.title}
@@ -199,7 +206,8 @@ def readme(set_name):
 This folder is minivit, the Vision Transformer in NumPy with every backward pass written by hand,
 with some parts left for you to write. Each is a stub between `### YOUR CODE HERE` and
 `### END YOUR CODE` that raises `NotImplementedError` with a one-line hint: replace the `raise` line
-with your code, and keep both marker lines (your grader takes your code from between them).
+with your code, and keep both marker lines. Only the code between them is graded: changes anywhere
+else (an import at the top of the file, an edited test) count for nothing, at home or at grading.
 
 ## Set up
 
@@ -221,10 +229,24 @@ Stubs that say "part of assignment A…, not this one" belong to a later assignm
 
 ## Check your work
 
-    python -m minivit.assignment grade           # the grade table, as your grader computes it
-    python -m pytest {first} -x   # one item's tests, with the details
+    python -m minivit.assignment grade           # your grade, part by part
+    python -m pytest {first} -x   # one part's tests, with the details
 
-The tests are gradient checks: your backward against central differences in float64. A correct
-backward gives relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more.
-`grade` runs each item in its own process with a time limit, and names the gradient that is wrong.
+`grade` takes your answers out of the marked regions, puts them into a fresh copy of the folder as it
+was handed out, and runs each part's tests there, in its own process with a time limit. The tests
+are gradient checks: your backward against central differences in float64. A correct backward gives
+relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more. Your grader runs
+the same path, and also compares your outputs with the reference solution on new random inputs, to
+1e-10: a derived backward passes both, a numerically computed one does not. There each part is graded
+with the reference standing in for the other functions you write, so one mistake costs one part.
+
+An answer may use NumPy, math and minivit's functions; the grader refuses, with a message, an answer
+that imports anything else, opens files, uses the gradient check's helpers or complex numbers, or
+runs the forward inside a backward.
+
+## Hand in
+
+    python -m minivit.assignment submit          # writes submission-{set_name}.zip: hand in that file
+
+It checks your markers and lists the parts you have not answered yet.
 """

@@ -1,6 +1,7 @@
 """Solution regions: finding them in the source and the notebooks, and what a student gets instead.
 
-The markers are nbgrader's, as comments, so the package runs the same with them in place:
+The markers are comments (nbgrader's words, though these are not nbgrader source notebooks), so the
+package runs the same with them in place:
 
     def layernorm_backward(dout, cache):          in a notebook's code cell the marker names its item:
         xhat, rstd, gamma = cache                     ### BEGIN SOLUTION patches

@@ -45,7 +45,7 @@ def submit(folder=".", out=None):
     A file whose markers cannot be read is an error naming the file and line, and nothing is written."""
     folder = Path(folder)
     set_name = set_of(folder)
-    answers = read_answers(folder, set_name)
+    answers = read_answers(folder, answer_files(set_name))
     broken = [message for message in answers.values() if isinstance(message, str)]
     if broken:
         raise ValueError("cannot submit: " + "; ".join(broken))
