@@ -414,6 +414,10 @@ def full(set_name):
     return {item.name: item.points for item in SETS[set_name].items}
 
 
+def full_points(set_name):
+    return sum(full(set_name).values())
+
+
 def grade_command(*args, cwd=REPO, timeout=600):
     return subprocess.run([sys.executable, "-m", "minivit.assignment", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)  # fmt: skip
@@ -576,6 +580,27 @@ def test_what_a_child_leaves_behind_does_not_outlive_it_or_move_another_grade(fo
     assert not Path(Path(f"{pids}.home").read_text()).exists()
 
 
+def test_an_answer_that_takes_too_much_memory_or_prints_without_end_loses_its_part(folders, tmp_path):
+    folder = solve(folders["A2"], "A2", tmp_path / "greedy")
+    answer(folder, "minivit/ops/layernorm.py", "layernorm_backward", """
+        big = xhat.ravel()[0] + np.ones(6 << 27)  # 6 GiB, above the child's 4 GiB of address space
+        return big, big, big
+    """)
+    answer(folder, "minivit/ops/gelu.py", "gelu_backward", "while True:\n    print('x' * 10**6)")
+    (folder / "minivit/ops/layernorm.py").write_text("import numpy as np\n" + (folder / "minivit/ops/layernorm.py").read_text())
+    results = grade(folder, timeout=30)
+    assert scores(results) == {"layernorm: layernorm_backward": 0, "gelu: exact": 0, "gelu: tanh": 0}
+    assert "NameError" in results["tests"][0]["output"]  # the import outside the region does not count
+    answer(folder, "minivit/ops/layernorm.py", "layernorm_backward", """
+        from numpy import ones
+        big = xhat.ravel()[0] + ones(6 << 27)
+        return big, big, big
+    """)
+    results = grade(folder, timeout=30)
+    assert results["tests"][0]["output"].startswith("MemoryError"), results
+    assert "File too large" in results["tests"][1]["output"], results  # its output stopped at the size limit
+
+
 def test_items_are_graded_independently(folders, tmp_path):
     """A wrong softmax_backward (which attention_backward calls) costs softmax its points, not attention."""
     folder = solve(folders["A3"], "A3", tmp_path / "independent")
@@ -633,6 +658,10 @@ def test_loose_files_and_a_zip_from_submit_are_graded_alike(folders, tmp_path):
     for path in ("minivit/ops/layernorm.py", "minivit/ops/gelu.py"):
         shutil.copy(solved / path, loose)
     assert grade(loose, "A2")["score"] == 25
+    nested = tmp_path / "nested"  # a whole folder one level down: minivit/ops/attention.py beside kernels/attention.py
+    solve(folders["A5"], "A5", nested / "hw5")
+    assert (nested / "hw5/minivit/kernels/attention.py").is_file()
+    assert grade(nested, "A5")["score"] == full_points("A5")
     result = grade_command("submit", solved, cwd=tmp_path)
     assert result.returncode == 0 and "hand in this file" in result.stdout, result.stderr
     zipped = solved / "submission-A2.zip"

@@ -71,14 +71,16 @@ def answer_files(set_name):
 
 
 def _find(root, path):
-    """The submitted file for `path`: at its place in the folder, or else the one file of that name anywhere in
-    it (a submission of the files on their own)."""
+    """The submitted file for `path`: at its place in the folder; else, in a submission without that layout
+    (the files on their own, or the folder one level down), the one file whose path ends the same, or the one
+    file of that name."""
     if (root / path).is_file():
         return root / path
     if (root / "minivit").is_dir():
         return None
     found = [p for p in root.rglob(Path(path).name) if p.is_file() and ".assignment" not in p.parts]
-    return found[0] if len(found) == 1 else None
+    same = [p for p in found if p.as_posix().endswith("/" + path)]
+    return same[0] if len(same) == 1 else found[0] if len(found) == 1 else None
 
 
 def read_answers(root, paths):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEMORY = 4 << 30  # bytes of address space a child may map
-FILE_SIZE = 256 << 20  # bytes, the largest file a child may write
+FILE_SIZE = 64 << 20  # bytes, the largest file a child may write
+PROCESSES = 64  # processes (and threads) a child may add to what its user runs already; root is exempt
 PASSED_ON = ("PATH", "LANG", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -53,11 +54,15 @@ def environment(folder, **extra):
 
 
 def _limits(memory):
+    processes = _processes_of_this_user() + PROCESSES  # counted before the fork: `apply` runs in the child, kept short
+
     def apply():
         import resource
 
         for limit, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, FILE_SIZE),
-                             (resource.RLIMIT_CORE, 0)):  # fmt: skip
+                             (resource.RLIMIT_CORE, 0), (getattr(resource, "RLIMIT_NPROC", None), processes)):  # fmt: skip
+            if limit is None:
+                continue
             with contextlib.suppress(ValueError, OSError):  # a limit the platform does not have
                 resource.setrlimit(limit, (value, value))
 
@@ -88,6 +93,17 @@ def run(argv, folder, timeout, memory=MEMORY, env=None):
 def _kill_group(pgid):
     with contextlib.suppress(ProcessLookupError, PermissionError, AttributeError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _processes_of_this_user():
+    """How many threads this user runs now (Linux: from /proc; elsewhere a generous guess)."""
+    uid, count = os.getuid(), 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+    return count or 4096
 
 
 def _children():
