@@ -367,8 +367,9 @@ def test_a_student_folder_installs_and_imports(folders, set_name, tmp_path):
     # from the base interpreter behind it, whose setuptools may be too old to build a wheel; minivit from the folder
     outer = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
     (Path(site) / "outer.pth").write_text("\n".join(outer) + "\n")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    str(folders[set_name])], check=True, timeout=300, capture_output=True)  # fmt: skip
+    folder = shutil.copytree(folders[set_name], tmp_path / "folder")  # pip leaves build/ in what it installs
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(folder)],
+                   check=True, timeout=300, capture_output=True)  # fmt: skip
     found = subprocess.run([python, "-c", "import minivit, minivit.assignment; print(minivit.__file__)"],
                            cwd=tmp_path, check=True, capture_output=True, text=True).stdout  # fmt: skip
     assert str(env_dir) in found, found
@@ -421,6 +422,23 @@ def full_points(set_name):
 def grade_command(*args, cwd=REPO, timeout=600):
     return subprocess.run([sys.executable, "-m", "minivit.assignment", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)  # fmt: skip
+
+
+def test_a_comparison_names_what_is_wrong_and_never_the_answer():
+    import numpy as np
+
+    from minivit.assignment.grade import compare
+
+    want = {"dx": np.arange(5.0), "drel": np.ones((3, 2)), "db": None}
+    assert compare(want, {"dx": np.arange(5.0), "drel": np.ones((3, 2)) * (1 + 1e-12), "db": None}, 1e-10) is None
+    assert compare(want, {"dx": np.arange(5.0), "db": None}, 1e-10) == "drel missing"
+    assert compare(want, {**want, "dx": np.zeros((3, 5))}, 1e-10) == "dx has shape (3, 5), expected (5,)"
+    assert compare(want, {**want, "dx": -np.arange(5.0)}, 1e-10) == "dx: relative error 1.0e+00"
+    assert compare(want, {**want, "dx": np.arange(5.0) + 1e-7}, 1e-10) == "dx: relative error 1.2e-08"
+    assert compare(want, {**want, "dx": np.full(5, np.nan)}, 1e-10) == "dx: relative error nan"
+    assert compare(want, {**want, "dx": np.arange(5.0) + 0j}, 1e-10) == "dx has dtype complex128, expected real numbers"
+    assert compare(want, {**want, "db": np.ones(2)}, 1e-10) == "db should be None"
+    assert compare(want, {**want, "drel": None}, 1e-10) == "drel is None, expected an array (3, 2)"
 
 
 @pytest.mark.parametrize("set_name", ORDER)
@@ -660,6 +678,7 @@ def test_loose_files_and_a_zip_from_submit_are_graded_alike(folders, tmp_path):
     assert grade(loose, "A2")["score"] == 25
     nested = tmp_path / "nested"  # a whole folder one level down: minivit/ops/attention.py beside kernels/attention.py
     solve(folders["A5"], "A5", nested / "hw5")
+    shutil.copytree(nested / "hw5/minivit", nested / "hw5/build/lib/minivit")  # what pip install leaves
     assert (nested / "hw5/minivit/kernels/attention.py").is_file()
     assert grade(nested, "A5")["score"] == full_points("A5")
     result = grade_command("submit", solved, cwd=tmp_path)

@@ -72,15 +72,18 @@ def answer_files(set_name):
 
 def _find(root, path):
     """The submitted file for `path`: at its place in the folder; else, in a submission without that layout
-    (the files on their own, or the folder one level down), the one file whose path ends the same, or the one
-    file of that name."""
+    (the files on their own, or the folder one level down), the file nearest the top whose path ends the same,
+    or else of that name."""
     if (root / path).is_file():
         return root / path
     if (root / "minivit").is_dir():
         return None
     found = [p for p in root.rglob(Path(path).name) if p.is_file() and ".assignment" not in p.parts]
-    same = [p for p in found if p.as_posix().endswith("/" + path)]
-    return same[0] if len(same) == 1 else found[0] if len(found) == 1 else None
+    for candidates in ([p for p in found if p.as_posix().endswith("/" + path)], found):
+        nearest = [p for p in candidates if len(p.parts) == min(len(q.parts) for q in candidates)]
+        if len(nearest) == 1:  # the one nearest the top (a build/ copy lies deeper)
+            return nearest[0]
+    return None
 
 
 def read_answers(root, paths):
