@@ -233,7 +233,7 @@ Stubs that say "part of assignment A…, not this one" belong to a later assignm
     python -m pytest {first} -x   # one part's tests, with the details
 
 `grade` takes your answers out of the marked regions, puts them into a fresh copy of the folder as it
-was handed out, and runs each part's tests there, in its own process with a time limit. The tests
+was handed out, and runs each part's tests there, in its own process with a time limit. Most tests
 are gradient checks: your backward against central differences in float64. A correct backward gives
 relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more. Your grader runs
 the same path, and also compares your outputs with the reference solution on new random inputs, to
