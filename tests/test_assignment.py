@@ -748,6 +748,43 @@ def test_the_gradescope_bundle_grades_a_submission_in_a_fake_autograder(folders,
         ("gelu: tanh", 0, 5, "failed")]  # fmt: skip
 
 
+def test_an_nbgrader_course_generates_and_autogrades_a_set(tmp_path):
+    """The set as nbgrader source: nbgrader's generate_assignment, then autograde of a solved and a blank copy."""
+    pytest.importorskip("nbgrader", reason="the nbgrader course test needs nbgrader (.ci/run installs it)")
+    course = tmp_path / "course"
+    made = grade_command("nbgrader", "A2", "--course", course)
+    assert made.returncode == 0, made.stderr
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its alembic
+
+    def nbgrader(*args):
+        run = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
+                             text=True, timeout=900)  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    nbgrader("generate_assignment", "A2", "--force")
+    release = course / "release" / "A2"
+    assert sorted(p.name for p in release.glob("*.ipynb")) == ["02_backprop.ipynb", "grade_A2.ipynb"]
+    assert "raise NotImplementedError" in (release / "minivit/ops/layernorm.py").read_text()
+    solve(release, "A2", course / "submitted" / "alice" / "A2")
+    wrong = solve(release, "A2", tmp_path / "wrong")
+    answer(wrong, "minivit/ops/gelu.py", "gelu_backward", "x, s, approximate = cache\nreturn dout * s")
+    shutil.copytree(wrong, course / "submitted" / "carol" / "A2")
+    shutil.copytree(release, course / "submitted" / "bob" / "A2")
+    nbgrader("autograde", "A2", "--create", "--force")
+    nbgrader("export", "--to", str(tmp_path / "grades.csv"))
+    with open(tmp_path / "grades.csv") as f:
+        scores = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    assert scores == {"alice": (25.0, 25.0), "bob": (0.0, 25.0), "carol": (15.0, 25.0)}, scores
+    assert grade_command("nbgrader", "A1", "--course", course).returncode == 0  # a notebook with code to write
+    nbgrader("generate_assignment", "A1", "--force")
+    cells = [c.source for c in nbformat.read(course / "release/A1/01_patches.ipynb", as_version=4).cells]
+    assert sum("# YOUR CODE HERE\nraise NotImplementedError()" in c for c in cells) == 2
+    assert not any("transpose(0, 2, 1, 3, 4)" in c or "BEGIN SOLUTION" in c for c in cells)
+    config = (course / "nbgrader_config.py").read_text()
+    assert "'A1': ['minivit/ops/linear.py', 'minivit/ops/patches.py']" in config
+    assert "'A2': ['minivit/ops/gelu.py', 'minivit/ops/layernorm.py']" in config
+
+
 def test_grade_of_a_folder_that_is_not_a_student_folder_is_a_clear_error(tmp_path):
     (tmp_path / "x.py").write_text("")
     result = grade_command("grade", tmp_path)

@@ -6,6 +6,7 @@ the graded code cannot change.
     python -m minivit.assignment grade hw2                # the grade (a folder, a zip, loose files, or many)
     python -m minivit.assignment submit                   # in the student's folder: the answers in one zip
     python -m minivit.assignment gradescope A2 --out autograder.zip
+    python -m minivit.assignment nbgrader A2 --course COURSE   # an nbgrader source assignment
 
 markers.py finds the solution regions (`### BEGIN SOLUTION` / `### END SOLUTION` comments) and writes
 the student's stubs; sets.py says what each set blanks, its parts and their points; make.py writes a

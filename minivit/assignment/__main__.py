@@ -1,4 +1,5 @@
-"""python -m minivit.assignment list | make SET --out DIR | grade [SUBMISSION] | submit | gradescope SET --out ZIP"""
+"""python -m minivit.assignment list | make SET --out DIR | grade [SUBMISSION] | submit | gradescope SET --out ZIP |
+nbgrader SET --course DIR"""
 
 import argparse
 import sys
@@ -39,6 +40,10 @@ def main(argv=None):
     s = sub.add_parser("submit", help="pack the answers of a student folder into one zip to hand in")
     s.add_argument("folder", nargs="?", default=".", help="the student folder (default: here)")
     s.add_argument("--out", help="the zip to write (default: submission-SET.zip in the folder)")
+    n = sub.add_parser("nbgrader", help="write one set as an nbgrader source assignment: COURSE/source/SET")
+    n.add_argument("set", help=f"one of {', '.join(SETS)}")
+    n.add_argument("--course", required=True, help="the nbgrader course folder (where nbgrader runs)")
+    n.add_argument("--blank-earlier", action="store_true", help="blank the earlier sets' solutions too")
     b = sub.add_parser("gradescope", help="write Gradescope's autograder bundle for one set")
     b.add_argument("set", help=f"one of {', '.join(SETS)}")
     b.add_argument("--out", required=True, help="the zip to write, e.g. autograder.zip")
@@ -62,6 +67,12 @@ def main(argv=None):
 
             out = make(args.set, args.out, keep_later=args.keep_later, blank_earlier=args.blank_earlier)
             print(f"wrote {out}: assignment {args.set}; grade it with `python -m minivit.assignment grade {out}`")
+        elif args.command == "nbgrader":
+            from .make import make
+
+            out = make(args.set, Path(args.course) / "source" / args.set, blank_earlier=args.blank_earlier,
+                       nbgrader=True)  # fmt: skip
+            print(f"wrote {out}: in {args.course}, `nbgrader generate_assignment {args.set}` makes the release")
         elif args.command == "submit":
             from .submit import submit
 

@@ -328,9 +328,10 @@ def is_one_submission(folder):
     )
 
 
-def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=True):
+def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=True, only=None):
     """Grade one submission (a folder or a zip), part by part, handing each part's result to `log` as it finishes.
     screen_answers: refuse answers that use what an answer may not (screen.py) before running them.
+    only: (item, part) names: grade that part alone.
 
     returns {"set", "score", "max_score", "reference" (whether the reference solution decided it),
     "tests": [{"name", "score", "max_score", "output"}]}, one test per part."""
@@ -353,6 +354,8 @@ def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=Tr
         with sandbox.reaping():
             for item in SETS[set_name].items:
                 for part in item.parts:
+                    if only and only != (item.name, part.name):
+                        continue
                     folder = Path(tempfile.mkdtemp(prefix=f"{item.name}-{part.name}-", dir=tmp))
                     score, output = _run_part(
                         tpl, item, part, set_name, answers, expected, folder, timeout, screen_answers
@@ -363,6 +366,17 @@ def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=Tr
                         log(tests[-1])
     return {"set": set_name, "score": sum(t["score"] for t in tests), "max_score": sum(t["max_score"] for t in tests),
             "reference": tpl.reference, "tests": tests}  # fmt: skip
+
+
+def check_part(set_name, item, part, folder=".", timeout=300):
+    """Grade one part of the submission in `folder`, raising AssertionError with what is wrong unless it gets
+    every point (nbgrader's autograded cells call this)."""
+    parts = {(i.name, p.name) for i in SETS[set_name].items for p in i.parts} if set_name in SETS else set()
+    if (item, part) not in parts:
+        raise ValueError(f"no part {item}: {part} in assignment {set_name!r}")
+    (test,) = grade(folder, set_name, timeout, only=(item, part))["tests"]
+    assert test["score"] == test["max_score"], test["output"]
+    print(f"{test['name']}: {test['output']}")
 
 
 def grade_many(folder, set_name, out, timeout=60, log=None, screen_answers=True):

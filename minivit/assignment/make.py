@@ -7,6 +7,10 @@ DIR/minivit/           the package: the set's regions (and every later set's) ar
                        kernels of the blanked ops are gone, so the student's code is what trains
 DIR/tests/             the tests that grade every set (they hold no solution)
 DIR/notebooks/         the set's notebooks: its regions cut, its exercises shown, outputs cleared
+DIR/.assignment/handout.zip   the package and tests as handed out, what `grade` splices answers into
+
+With nbgrader=True (`python -m minivit.assignment nbgrader`), DIR is an nbgrader source assignment:
+the notebooks at its top, the set's own code regions kept in solution cells, grade_SET.ipynb.
 """
 
 import ast
@@ -59,8 +63,12 @@ def test_files():
                    for test in part.tests})  # fmt: skip
 
 
-def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False):
+def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False, nbgrader=False):
     """Write the student folder of `set_name` to `out` (which must not exist, or be empty); returns its path.
+
+    nbgrader: write it as an nbgrader source assignment instead (out = COURSE/source/SET): the notebooks at
+    its top, the set's own code regions left in nbgrader's solution cells for its generate_assignment to cut,
+    and grade_SET.ipynb, one locked autograded cell per part worth the part's points.
 
     It is built in a temporary folder beside `out` and renamed into place, so a failure leaves nothing."""
     out = Path(out)
@@ -82,7 +90,10 @@ def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False):
             for path, text in sorted(handout.items()):
                 z.writestr(path, text)
         for path in SETS[set_name].notebooks:
-            _notebook(root / path, tmp / path, path, set_name, blanked_items(set_name, keep_later, blank_earlier))
+            target = tmp / (Path(path).name if nbgrader else path)  # nbgrader looks at the assignment's top only
+            _notebook(root / path, target, path, set_name, blanked_items(set_name, keep_later, blank_earlier), nbgrader)
+        if nbgrader:
+            _grade_notebook(set_name, tmp / f"grade_{set_name}.ipynb")
         (tmp / "assignment.json").write_text(json.dumps({"set": set_name, "title": SETS[set_name].title}) + "\n")
         (tmp / "README.md").write_text(readme(set_name))
         if out.exists():
@@ -91,7 +102,23 @@ def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if nbgrader:
+        order = list(SETS)
+        answered = {region.split("::")[0] for owner, item in blanked_items(set_name, keep_later, blank_earlier).values()
+                    if order.index(owner) <= order.index(set_name) for region in item.code if "::" in region}  # fmt: skip
+        _keep_answers_at_autograde(out.parents[1], set_name, sorted(answered))
     return out
+
+
+def _keep_answers_at_autograde(course, set_name, files):
+    """nbgrader's autograde puts the source's own copy over every file of a submission but its notebooks; the
+    answers of this set are in .py files: say so in the course's nbgrader_config.py (created if missing)."""
+    config = Path(course) / "nbgrader_config.py"
+    line = (f"c.Autograde.exclude_overwriting.update({{{set_name!r}: {files!r}}})  "
+            "# minivit: the students' answers are in these files\n")  # fmt: skip
+    text = config.read_text() if config.is_file() else "c = get_config()  # noqa: F821\n"
+    if line not in text:
+        config.write_text(text + ("" if text.endswith("\n") else "\n") + line)
 
 
 def read_sources(root):
@@ -160,8 +187,9 @@ def _kernels_to_remove(sources, blanked_here):
         removed |= more
 
 
-def _notebook(src, dst, path, set_name, blanked):
-    """The set's notebook: regions of blanked items cut (exercises shown), the rest kept, outputs cleared."""
+def _notebook(src, dst, path, set_name, blanked, nbgrader=False):
+    """The set's notebook: regions of blanked items cut (exercises shown), the rest kept, outputs cleared.
+    nbgrader: the code regions of the set's own items stay, in cells marked as nbgrader's solution cells."""
     import nbformat  # only making a folder needs it, not grading one
 
     def hint(names):
@@ -179,13 +207,39 @@ def _notebook(src, dst, path, set_name, blanked):
         if {f"needs-{name}" for name in later} & set(cell.metadata.get("tags", [])):
             continue  # runs code of a set not handed out yet
         had_text = bool(cell.source.strip())
-        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}", set(blanked) - later)
+        own = {name for name, (owner, _) in blanked.items() if owner == set_name} if nbgrader else set()
+        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}", set(blanked) - later, keep=own)
+        if markers.BEGIN in cell.source:
+            cell.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "task": False,
+                                         "grade_id": f"{Path(path).stem}-cell-{i}", "schema_version": 3}  # fmt: skip
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         if cell.source.strip() or not had_text:  # a cell that was all solution goes
             cells.append(cell)
     notebook.cells = cells
     dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, dst)
+
+
+def _grade_notebook(set_name, dst):
+    """nbgrader's autograded tests for the set: one locked cell per part, worth its points, that grades the part
+    as `grade` does in a student's folder (the answers spliced into the handout, its tests in a child process)."""
+    import nbformat
+
+    cells = [nbformat.v4.new_markdown_cell(
+        f"# Assignment {set_name}: the grade\n\nEach cell below grades one part of your answers in `minivit/`, the way "
+        "`python -m minivit.assignment grade` does: only the code between the `YOUR CODE` markers counts. Run it "
+        "to check your work; an `AssertionError` says what is wrong.")]  # fmt: skip
+    for item in SETS[set_name].items:
+        for part in item.parts:
+            cell = nbformat.v4.new_code_cell(
+                f"from minivit.assignment.grade import check_part\n\ncheck_part({set_name!r}, {item.name!r}, {part.name!r})")
+            cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
+                                         "points": part.points, "grade_id": f"{item.name}-{part.name}",
+                                         "schema_version": 3}  # fmt: skip
+            cells.append(cell)
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, dst)
 
 

@@ -1,7 +1,7 @@
 """Solution regions: finding them in the source and the notebooks, and what a student gets instead.
 
-The markers are comments (nbgrader's words, though these are not nbgrader source notebooks), so the
-package runs the same with them in place:
+The markers are nbgrader's, as comments, so the package runs the same with them in place (`python -m
+minivit.assignment nbgrader` turns a set's notebooks into nbgrader source notebooks):
 
     def layernorm_backward(dout, cache):          in a notebook's code cell the marker names its item:
         xhat, rstd, gamma = cache                     ### BEGIN SOLUTION patches
@@ -150,15 +150,18 @@ def exercises(cell):
     return [(tuple(m.group(1).split()), m.group(2)) for m in MD_EXERCISE.finditer(cell.source)]
 
 
-def blank_cell(cell, blanked, hint, where, shown=None):
+def blank_cell(cell, blanked, hint, where, shown=None, keep=frozenset()):
     """The cell as a student gets it: regions naming a blanked item cut (code: a stub raising hint(names));
     the exercises of the items in `shown` (default: the blanked ones) shown, the others dropped; every other
-    region's markers removed."""
+    region's markers removed. A code region of an item in `keep` stays, between bare BEGIN / END markers
+    (nbgrader's, for its generate_assignment to cut)."""
     shown = blanked if shown is None else shown
     lines, out, at = cell.source.splitlines(), [], 0
     for r in cell_regions(cell, where):
         out += lines[at : r.start]
-        if set(r.names) & blanked or INSTRUCTOR in r.names:
+        if cell.cell_type == "code" and set(r.names) & keep:
+            out += [r.indent + BEGIN, *lines[r.start + 1 : r.end], r.indent + END]
+        elif set(r.names) & blanked or INSTRUCTOR in r.names:
             out += stub(r.indent, hint(r.names)) if cell.cell_type == "code" else []
         else:
             out += lines[r.start + 1 : r.end]
