@@ -32,7 +32,8 @@ def main(argv=None):
     g.add_argument("--json", metavar="PATH", help="also write the results in Gradescope's format (results.json)")
     g.add_argument("--out", metavar="DIR", help="for a folder of many: where gradebook.csv and one JSON per student "
                    "go (default: grades/ beside it)")  # fmt: skip
-    g.add_argument("--timeout", type=float, default=60, help="seconds each part may run (default 60)")
+    g.add_argument("--timeout", type=float, help="seconds each part may run (default 60 against the reference, "
+                   "300 at home)")  # fmt: skip
     g.add_argument("--no-screen", action="store_true", help="run answers that use what an answer may not (imports "
                    "beyond numpy and minivit, files, numerical gradients; see screen.py) instead of refusing them")  # fmt: skip
     g.add_argument("--answers-only", action="store_true", help="what grade always does now: only the code between "

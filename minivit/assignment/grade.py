@@ -23,9 +23,12 @@ One path, for the instructor and for a student at home:
 What the child can still do (it runs as the grader's user) is in sandbox.py and the README.
 """
 
+import builtins
 import csv
+import functools
 import io
 import json
+import re
 import secrets
 import sys
 import tempfile
@@ -38,10 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from . import markers, sandbox, screen
-from .make import HANDOUT, REPO, package, read_sources, write
+from .make import HANDOUT, REPO, hints, package, read_sources, write
 from .sets import SETS
 
 MAX_FILE = 2 << 20  # bytes read of one submitted file
+ANSWER_BYTES = 64 << 20  # bytes of the child's answer.npz
+ANSWER_ARRAYS = 256 << 20  # bytes its arrays may take once unpacked
 MAX_ZIP = 64 << 20  # bytes unpacked from one submitted zip
 MANIFEST = "manifest.json"
 
@@ -56,7 +61,7 @@ def set_of(folder):
                     found = json.loads(f.read(MAX_FILE)).get("set")
                 except (ValueError, AttributeError):
                     found = None
-            if found in SETS:
+            if isinstance(found, str) and found in SETS:
                 return found
             raise ValueError(f"{path} does not name a known assignment set ({list(SETS)}); pass --set")
     raise FileNotFoundError(f"{folder} is not a student folder (no assignment.json or {MANIFEST}); pass --set")
@@ -101,6 +106,8 @@ def read_answers(root, paths):
             answers[path] = markers.solutions(text, path, markers.STUB_BEGIN, markers.STUB_END)
         except SyntaxError as e:
             answers[path] = f"{path}, line {e.lineno}: syntax error ({e.msg})"
+        except (RecursionError, MemoryError):
+            answers[path] = f"{path} is nested too deeply to read"
         except (ValueError, UnicodeDecodeError) as e:
             answers[path] = str(e) if isinstance(e, ValueError) else f"{path} is not UTF-8 text"
     return answers
@@ -211,21 +218,46 @@ def compare(expected, got, tolerance):
     return None
 
 
-def _answer(folder):
-    """The child's outputs {name: array or None}, read as data, or the child's own account of what went wrong."""
-    error = folder / "error.txt"
-    if error.is_file():
-        with open(error, "rb") as f:
-            return f.read(600).decode("utf-8", "replace").strip() or "failed"
-    path = folder / "answer.npz"
-    if not path.is_file():
+def _answer(folder, hints):
+    """The child's outputs {name: array or None}; or what went wrong, in words the child cannot fill with
+    the reference (it can read the grader's files): a built-in exception's name and the line it came from,
+    and the message only where it is the stub's own hint; or None when the child left nothing."""
+    raw = sandbox.read_file(folder / "error.json", 1 << 16)
+    if raw is not None:
+        return _error(raw, hints)
+    raw = sandbox.read_file(folder / "answer.npz", ANSWER_BYTES)
+    if raw is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:  # a small file can unpack to gigabytes
+            if sum(info.file_size for info in z.infolist()) > ANSWER_ARRAYS:
+                return f"its outputs take more than {ANSWER_ARRAYS >> 20} MiB"
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             names, none = [str(n) for n in z["names"]], [bool(b) for b in z["none"]]
             return {name: None if none[i] else z[f"a{i}"] for i, name in enumerate(names)}
     except Exception as e:  # noqa: BLE001 - whatever the child wrote there, it is not a valid answer
         return f"its outputs could not be read ({type(e).__name__})"
+
+
+@functools.cache
+def stub_hints():
+    """Every hint a stub of any set may raise: the only exception messages shown from a child."""
+    return frozenset(hint for name in SETS for earlier in (False, True) for hint in hints(name, blank_earlier=earlier).values())
+
+
+def _error(raw, hints):
+    try:
+        found = json.loads(raw)
+        kind, message, file, line = str(found["type"]), str(found["message"]), str(found["file"]), int(found["line"])
+    except (ValueError, KeyError, TypeError):
+        return "failed"
+    builtin = getattr(builtins, kind, None)
+    if not (isinstance(builtin, type) and issubclass(builtin, BaseException)):
+        kind = "an exception of its own class"
+    where = f" ({file}, line {line})" if re.fullmatch(r"\w{1,60}\.py", file) else ""
+    if kind == "NotImplementedError" and message in hints:
+        return f"{kind}: {message}{where}"
+    return f"{kind}{where} (`python -m minivit.assignment grade` in your folder shows the details)"
 
 
 def screened(item, part, answers):
@@ -253,13 +285,13 @@ def _run_part(tpl, item, part, set_name, answers, expected, folder, timeout, scr
         from . import checks
 
         run = sandbox.run([sys.executable, "-m", "minivit.assignment.worker", part.check, str(seed)], folder, timeout)
-        got = _answer(folder)
+        got = _answer(folder, stub_hints())
         if run.timed_out:
             return 0, f"timed out after {timeout:g} s"
         if isinstance(got, str):
             return 0, got
-        if got is None:
-            return 0, f"the check did not finish (exit code {run.returncode}): {_last_line(run.output)}"
+        if got is None:  # what it printed stays unshown: it could be the reference
+            return 0, f"the check did not finish (exit code {run.returncode})"
         wrong = compare(want, got, checks.TOLERANCE)
         return (0, wrong) if wrong else (part.points, "ok")
     report = folder / ".report.xml"
@@ -313,9 +345,12 @@ def unpack(archive, out):
             if total > MAX_ZIP:
                 raise ValueError(f"{archive} unpacks to more than {MAX_ZIP >> 20} MiB")
             target = Path(out, *parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(info) as src:
-                target.write_bytes(src.read(MAX_ZIP))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src:
+                    target.write_bytes(src.read(MAX_ZIP))
+            except OSError:  # a name too long, a file where a folder should be: that entry is not read
+                continue
     return Path(out)
 
 
@@ -328,10 +363,11 @@ def is_one_submission(folder):
     )
 
 
-def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=True, only=None):
+def grade(submission=".", set_name=None, timeout=None, log=None, screen_answers=True, only=None, tpl=None):
     """Grade one submission (a folder or a zip), part by part, handing each part's result to `log` as it finishes.
-    screen_answers: refuse answers that use what an answer may not (screen.py) before running them.
-    only: (item, part) names: grade that part alone.
+    timeout: seconds each part may run (default: 60 against the reference; 300 at home, where the gradient
+    checks take longer). screen_answers: refuse answers that use what an answer may not (screen.py) before
+    running them. only: (item, part) names: grade that part alone. tpl: the template (default: read now).
 
     returns {"set", "score", "max_score", "reference" (whether the reference solution decided it),
     "tests": [{"name", "score", "max_score", "output"}]}, one test per part."""
@@ -347,7 +383,8 @@ def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=Tr
         set_name = set_name or set_of(root)
         if set_name not in SETS:
             raise ValueError(f"unknown assignment set {set_name!r}; expected one of {list(SETS)}")
-        tpl = template(set_name)
+        tpl = tpl or template(set_name)
+        timeout = timeout or (60 if tpl.reference else 300)
         expected = expected_outputs(set_name) if tpl.reference else {}
         answers = read_answers(root, answer_files(set_name) if tpl.reference else tpl.answered)
         tests = []
@@ -368,7 +405,7 @@ def grade(submission=".", set_name=None, timeout=60, log=None, screen_answers=Tr
             "reference": tpl.reference, "tests": tests}  # fmt: skip
 
 
-def check_part(set_name, item, part, folder=".", timeout=300):
+def check_part(set_name, item, part, folder=".", timeout=None):
     """Grade one part of the submission in `folder`, raising AssertionError with what is wrong unless it gets
     every point (nbgrader's autograded cells call this)."""
     parts = {(i.name, p.name) for i in SETS[set_name].items for p in i.parts} if set_name in SETS else set()
@@ -379,22 +416,25 @@ def check_part(set_name, item, part, folder=".", timeout=300):
     print(f"{test['name']}: {test['output']}")
 
 
-def grade_many(folder, set_name, out, timeout=60, log=None, screen_answers=True):
+def grade_many(folder, set_name, out, timeout=None, log=None, screen_answers=True):
     """Grade every submission in `folder` (one subfolder or zip per student, named after them): one JSON per
-    student and gradebook.csv (student, score, max_score, a column per part) in `out`; returns the rows."""
+    student and gradebook.csv (student, score, max_score, a column per part) in `out`; returns the rows.
+    The template is read once, before any student's code runs, so no submission can change another's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = sorted(p for p in Path(folder).iterdir() if p.is_dir() or p.suffix == ".zip")
     if not entries:
         raise ValueError(f"{folder} holds no submission (a subfolder or zip per student)")
     parts = [f"{item.name}: {part.name}" for item in SETS[set_name].items for part in item.parts]
-    rows = []
+    tpl, rows = template(set_name), []
     for entry in entries:
         student = entry.stem if entry.suffix == ".zip" else entry.name
         try:
-            results = grade(entry, set_name, timeout, screen_answers=screen_answers)
+            results = grade(entry, set_name, timeout, screen_answers=screen_answers, tpl=tpl)
         except (ValueError, FileNotFoundError) as e:  # an unreadable submission scores 0, the others go on
             results = nothing(set_name, str(e))
+        except Exception as e:  # noqa: BLE001 - the same for what the grader did not foresee, named
+            results = nothing(set_name, f"the grader could not read this submission ({type(e).__name__})")
         (out / f"{student}.json").write_text(json.dumps(gradescope(results), indent=2, ensure_ascii=False))
         scores = {t["name"]: t["score"] for t in results["tests"]}
         rows.append({"student": student, "score": results["score"], "max_score": results["max_score"],

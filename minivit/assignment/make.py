@@ -292,7 +292,8 @@ are gradient checks: your backward against central differences in float64. A cor
 relative errors around 1e-10; the tolerance is 1e-7; a mistake gives 1e-2 or more. Your grader runs
 the same path, and also compares your outputs with the reference solution on new random inputs, to
 1e-10: a derived backward passes both, a numerically computed one does not. There each part is graded
-with the reference standing in for the other functions you write, so one mistake costs one part.
+with the reference standing in for the other functions you write, so a mistake costs the parts that
+use it (a model's backward is graded with your own forward of it, which keeps what the backward needs).
 
 An answer may use NumPy, math and minivit's functions; the grader refuses, with a message, an answer
 that imports anything else, opens files, uses the gradient check's helpers or complex numbers, or

@@ -18,8 +18,10 @@ import contextlib
 import ctypes
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +73,8 @@ def _limits(memory):
 
 def run(argv, folder, timeout, memory=MEMORY, env=None):
     """Run argv in `folder` within the limits; returns a Run. Nothing it started outlives the call."""
-    log = Path(folder) / ".output"
     before = _children()
-    with open(log, "wb") as out:
+    with tempfile.TemporaryFile() as out:  # outside the folder, and read through this handle: the child cannot swap it
         child = subprocess.Popen(argv, cwd=folder, env=env or environment(folder), stdin=subprocess.DEVNULL,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                  preexec_fn=_limits(memory) if os.name == "posix" else None)  # fmt: skip
@@ -85,9 +86,22 @@ def run(argv, folder, timeout, memory=MEMORY, env=None):
             _kill_group(child.pid)
             child.wait()
             _kill_adopted(before)
-    with open(log, "rb") as f:
-        f.seek(max(0, log.stat().st_size - 4000))
-        return Run(returncode, f.read().decode("utf-8", "replace"))
+        out.seek(max(0, out.seek(0, os.SEEK_END) - 4000))
+        return Run(returncode, out.read(4000).decode("utf-8", "replace"))
+
+
+def read_file(path, limit):
+    """The bytes of a regular file the child wrote, or None: never a FIFO, device, folder or symbolic link
+    (which could hang or flood the grader), never more than `limit` bytes."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size > limit:
+            return None
+        return f.read(limit)
 
 
 def _kill_group(pgid):

@@ -123,8 +123,10 @@ SETS = {
                 "minivit/nn/transformer.py::Block.backward": "Block.backward: dx (B, T, D) from dout (B, T, D), "
                     "through both residual branches in reverse order",
             }, (
-                Part("forward", 6, "block_forward", ("tests/test_modules_gradcheck.py::test_module",), "block"),
-                Part("backward", 9, "block_backward", ("tests/test_modules_gradcheck.py::test_module",), "block"),
+                Part("forward", 6, "block_forward", ("tests/test_modules_gradcheck.py::test_module",), "block",
+                     code=("minivit/nn/transformer.py::Block.forward",)),
+                Part("backward", 9, "block_backward", ("tests/test_modules_gradcheck.py::test_module",), "block",
+                     code=("minivit/nn/transformer.py::Block.backward",)),
             )),
             Item("vit", "ViT.forward / backward: the class token or mean pooling, LN and the head (Eq. 4)", {
                 "minivit/models/vit.py::ViT.forward": "ViT.forward: logits (B, K) from images: _embed_patches, "

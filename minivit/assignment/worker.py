@@ -2,10 +2,11 @@
 
 It runs one check of checks.py on the copy's package (the student's answer in it) and writes what
 came out to answer.npz (arrays only: the grader loads it with allow_pickle=False), or what went
-wrong to error.txt. Nothing here is trusted: the student's code runs in this process and may change
+wrong to error.json (of which the grader shows only what cannot carry an answer out: see grade.py). Nothing here is trusted: the student's code runs in this process and may change
 any of it; the grader only reads the two files, as data.
 """
 
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -32,7 +33,8 @@ if __name__ == "__main__":
     try:
         main(*sys.argv[1:])
     except BaseException as e:  # noqa: BLE001 - whatever it was, the grader should see its name
-        where = traceback.extract_tb(e.__traceback__)[-1:]
-        line = f" ({Path(where[0].filename).name}, line {where[0].lineno})" if where else ""
-        Path("error.txt").write_text(f"{type(e).__name__}: {e}{line}"[:600])
+        where = (traceback.extract_tb(e.__traceback__) or [None])[-1]
+        Path("error.json").write_text(json.dumps({
+            "type": type(e).__name__, "message": str(e)[:600],
+            "file": Path(where.filename).name if where else "", "line": where.lineno if where else 0}))  # fmt: skip
         sys.exit(1)
