@@ -29,7 +29,7 @@ from .data import DataError, load_cifar, normalize
 from .data.palette import Palette
 from .data.resize import resize
 from .nn.module import atomic_file
-from .probe import L2_GRID, compare
+from .probe import L2_GRID, best_layer, compare
 from .tasks.igpt import classify_tokens, mean_nats, tokenize
 from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
 from .viz import plot_completions, plot_probe
@@ -317,15 +317,18 @@ def cmd_probe(args):
 
     print(f"linear probes of {args.checkpoint}: {n_train} training images (the last {args.holdout} choose λ), "
           f"{n_test} test images")  # fmt: skip
-    print(f"{'layer':<16}{'pretrained':>12}{'λ':>8}{'random init':>14}{'λ':>8}")
+    print(f"{'layer':<16}{'pretrained: held-out':>22}{'test':>8}{'λ':>8}{'random init: held-out':>23}{'test':>8}"
+          f"{'λ':>8}")  # fmt: skip
     for mine, rand in zip(rows["pretrained"], rows["random init"], strict=True):
         layer = f"{mine['layer']}" + (" (final LN)" if mine["layer"] == len(rows["pretrained"]) - 1 else "")
-        print(f"{layer:<16}{mine['test_accuracy']:>12.2%}{mine['l2']:>8.0e}{rand['test_accuracy']:>14.2%}"
-              f"{rand['l2']:>8.0e}")  # fmt: skip
+        print(f"{layer:<16}{mine['holdout_accuracy']:>22.2%}{mine['test_accuracy']:>8.2%}{mine['l2']:>8.0e}"
+              f"{rand['holdout_accuracy']:>23.2%}{rand['test_accuracy']:>8.2%}{rand['l2']:>8.0e}")  # fmt: skip
     pixel = rows["raw pixels"][0]
-    best = max(rows["pretrained"], key=lambda r: r["test_accuracy"])
-    print(f"raw pixels ({size}×{size}×3): {pixel['test_accuracy']:.2%} (λ {pixel['l2']:.0e})")
-    print(f"best pretrained layer: {best['layer']} of 0-{len(rows['pretrained']) - 1}, {best['test_accuracy']:.2%}")
+    best = best_layer(rows["pretrained"])
+    print(f"raw pixels ({size}×{size}×3): held-out {pixel['holdout_accuracy']:.2%}, test {pixel['test_accuracy']:.2%} "
+          f"(λ {pixel['l2']:.0e})")  # fmt: skip
+    print(f"best pretrained layer, chosen on the held-out images: {best['layer']} of 0-{len(rows['pretrained']) - 1} "
+          f"(held-out {best['holdout_accuracy']:.2%}), test {best['test_accuracy']:.2%}")  # fmt: skip
     print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report["timings_s"].items()))
     if report["peak_memory_mib"]["data"] is not None:
         print("peak resident memory after " + ", ".join(f"{name} {mib:.0f} MiB"

@@ -125,6 +125,12 @@ def probe_layers(train_features, train_labels, test_features, test_labels, holdo
     return rows
 
 
+def best_layer(rows):
+    """The layer a probe reports as its best: the highest held-out accuracy (part of the training set; the
+    earlier layer on a tie), never the test accuracy, which is reported once, for the layer chosen."""
+    return max(rows, key=lambda r: r["holdout_accuracy"])  # max keeps the first of equals
+
+
 def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_size=100, seed=0):
     """Probe every layer of a pretrained iGPT and, on the same split with the same code, two baselines:
     the same architecture at its random initialisation (the weights backend.seed(seed) gives, i.e. those

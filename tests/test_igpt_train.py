@@ -228,6 +228,8 @@ def test_probe_command(reference, cifar_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 (final LN)" in result.stdout and "raw pixels (8×8×3)" in result.stdout
     report = json.loads((out / "probe.json").read_text())
+    chosen = max(report["layers"]["pretrained"], key=lambda r: r["holdout_accuracy"])  # never on test accuracy
+    assert f"best pretrained layer, chosen on the held-out images: {chosen['layer']} of 0-2" in result.stdout
     assert [len(report["layers"][name]) for name in ("pretrained", "random init", "raw pixels")] == [3, 3, 1]
     for rows in report["layers"].values():
         assert all(r["l2"] in (1e-3, 1e-1) and 0 <= r["test_accuracy"] <= 1 for r in rows)

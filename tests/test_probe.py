@@ -6,7 +6,7 @@ import pytest
 
 from minivit import backend
 from minivit.models import IGPT
-from minivit.probe import LinearProbe, choose_l2, layer_features, probe_layers
+from minivit.probe import LinearProbe, best_layer, choose_l2, layer_features, probe_layers
 
 
 def blobs(n, features, classes, spread, seed=0):
@@ -94,3 +94,19 @@ def test_layer_features_in_batches_equal_one_batch(xp):
     np.testing.assert_allclose(features, whole, rtol=1e-6)  # float32 copies of float64 features
     probe = LinearProbe().fit(xp.asarray(features[-1]), xp.asarray(np.arange(10) % 2))  # CuPy input is moved
     assert probe.weight.shape == (8, 2)
+
+
+def test_the_best_layer_is_chosen_on_held_out_accuracy_never_on_test_accuracy():
+    """Rows whose test accuracies rank the layers the other way round: the choice follows the held-out
+    accuracy (an earlier layer on a tie); swapping the test accuracies changes nothing."""
+    rows = [{"layer": 0, "holdout_accuracy": 0.40, "test_accuracy": 0.50},
+            {"layer": 1, "holdout_accuracy": 0.45, "test_accuracy": 0.30},
+            {"layer": 2, "holdout_accuracy": 0.45, "test_accuracy": 0.20}]  # fmt: skip
+    assert best_layer(rows)["layer"] == 1
+    swapped = [{**r, "test_accuracy": 1 - r["test_accuracy"]} for r in rows]
+    assert best_layer(swapped)["layer"] == 1
+    x, y = blobs(500, 6, 3, spread=1.5)
+    noise = np.random.default_rng(1).standard_normal(x.shape)
+    rows = probe_layers(np.stack([noise, x])[:, :400], y[:400], np.stack([noise, x])[:, 400:], y[400:], holdout=100,
+                        grid=(1e-3, 1e-1))  # fmt: skip
+    assert best_layer(rows)["layer"] == 1 and rows[1]["holdout_accuracy"] > rows[0]["holdout_accuracy"]
