@@ -469,9 +469,9 @@ def plot_experiment(results):
         ax.plot([i] * len(a), a, "o", color="black", ms=4)
     ax.set_xticks(range(len(rows)), [label.replace(", ", ",\n") for label in rows], fontsize=8)
     ax.set_ylabel("test accuracy (%)")
-    low = min(min(a) for a in rows.values()) * 100
-    ax.set_ylim(max(0, low - 10), None)
-    ax.set_title(f"{results['title']}\nbars: the mean over seeds {', '.join(map(str, results['seeds']))}; dots: each "
-                 f"seed", fontsize=9)  # fmt: skip
+    ax.set_ylim(0, None)  # bars from zero: a bar's height is its value, the gaps as large as they are
+    seeds = results["seeds"]
+    bars = f"bars: seed {seeds[0]}" if len(seeds) == 1 else f"bars: the mean over seeds {', '.join(map(str, seeds))}"
+    ax.set_title(f"{results['title']}\n{bars}; dots: each seed", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return fig

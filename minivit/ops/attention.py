@@ -114,8 +114,9 @@ def attention_decode(x, w_qkv, b_qkv, w_out, b_out, num_heads, past=None):
     as the previous call returned (None at the start)
     returns out (B, t, D), present: (k, v) of all T0 + t tokens
 
-    The outputs equal attention_forward's (causal) at those positions: a token's keys and values
-    depend only on the token itself, so those of earlier tokens are kept instead of recomputed, and
+    The outputs equal attention_forward's (causal) at those positions: under the causal mask a token's
+    keys and values depend on it and the tokens before it, never on later ones, so they do not change
+    when a new token arrives; those of earlier tokens are kept instead of recomputed, and
     sampling T tokens costs T one-token steps, not T forwards over the whole prefix.
     """
     xp = array_module(x)
