@@ -38,7 +38,7 @@ def _unit(x):
 def plot_curves(history, baselines=None):
     """Learning curves from a run's metrics (a list of per-epoch dicts, as in metrics.jsonl): loss, and
     accuracy where the task has one, against epoch, train and test. baselines: {name: loss} drawn as
-    dashed lines on the loss panel (iGPT's unigram and bigram models)."""
+    dashed lines on the loss panel (iGPT's unigram, bigram and neighbour models)."""
     epochs = [m["epoch"] for m in history]
     keys = [key for key in ("loss", "accuracy") if not history or f"test_{key}" in history[0]]
     fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
@@ -51,7 +51,7 @@ def plot_curves(history, baselines=None):
         ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label=train_label[key])
         ax.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
         if key == "loss":
-            for (name, value), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple")):
+            for (name, value), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple", "tab:green")):
                 ax.axhline(value, color=color, ls="--", lw=1, label=f"{name} baseline (test)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -109,6 +109,15 @@ def test_baselines_on_known_sequences():
     assert nats < 0.1 * math.log(4), "a deterministic successor should cost almost nothing"
     shuffled = np.random.default_rng(0).integers(0, k, (50, 16))
     assert bigram_nats(shuffled, shuffled, k) == pytest.approx(math.log(4), abs=0.05)  # no structure to find
+    assert bigram_nats(train_ids, shuffled, k) == bigram_nats(train_ids, shuffled, k, width=None)
+    # 4×4 images of one colour but for a last column of noise: in raster order a row's first pixel follows
+    # the noise; its neighbour above has its colour
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 8, (400, 1, 1)).repeat(4, axis=1).repeat(4, axis=2)
+    images[:, :, 3] = rng.integers(0, 8, (400, 4))
+    ids = images.reshape(400, 16)
+    raster, neighbour = bigram_nats(ids, ids, 8), bigram_nats(ids, ids, 8, width=4)
+    assert neighbour < raster - 0.3, (neighbour, raster)
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ ids in raster order. The loss: the mean cross-entropy of every position's logits
 own tokens, in nats per token (bits per token = nats / ln 2). Augmentation: a random horizontal flip
 at most (the paper uses none at CIFAR scale beyond random crops at larger resolutions).
 
-Two baselines on the same test tokens tell what the transformer learned beyond colour statistics:
-the unigram model (each id's frequency in the training tokens) and the left-neighbour bigram model
-(each id's frequency after the id before it in raster order), both with add-one smoothing.
+Three baselines on the same test tokens tell what the transformer learned beyond colour statistics:
+the unigram model (each id's frequency in the training tokens), the bigram model (each id's frequency
+after the id before it in raster order) and the neighbour model (after the id to its left, or above it
+at a row's start), all with add-one smoothing.
 """
 
 import math
@@ -51,15 +52,20 @@ def unigram_nats(train, test, k):
     return -float(log_p[test.reshape(-1).astype(np.int64)].mean())
 
 
-def bigram_nats(train, test, k):
-    """Cross-entropy (nats per token) of test ids (N, T) under p(x_i | x_{i-1}), x_{i-1} the id before
-    it in raster order, counted on train ids (N, T) with add-one smoothing; the first id of each image,
-    which has no left neighbour, under the unigram model of the training images' first ids."""
+def bigram_nats(train, test, k, width=None):
+    """Cross-entropy (nats per token) of test ids (N, T) under p(x_i | x_c(i)), counted on train ids (N, T)
+    with add-one smoothing. The context c(i) is the id before it in raster order (width None); with the
+    image's width W, its neighbour: the id to its left, or above it at the start of a row (in raster order
+    a row's first id follows the end of the row above, which is no neighbour of it). The first id of each
+    image, which has no context, under the unigram model of the training images' first ids."""
     xp = backend.array_module(train)
     train, test = train.astype(np.int64), test.astype(np.int64)
-    pairs = xp.bincount((train[:, :-1] * k + train[:, 1:]).reshape(-1), minlength=k * k).reshape(k, k) + 1.0
-    log_p = xp.log(pairs / pairs.sum(axis=1, keepdims=True))  # (K, K): row = previous id
-    rest = -log_p[test[:, :-1], test[:, 1:]].sum()
+    position = np.arange(1, train.shape[1])
+    context = position - 1 if width is None else np.where(position % width, position - 1, position - width)
+    position, context = xp.asarray(position), xp.asarray(context)
+    pairs = xp.bincount((train[:, context] * k + train[:, position]).reshape(-1), minlength=k * k).reshape(k, k) + 1.0
+    log_p = xp.log(pairs / pairs.sum(axis=1, keepdims=True))  # (K, K): row = the context's id
+    rest = -log_p[test[:, context], test[:, position]].sum()
     first = unigram_nats(train[:, 0], test[:, 0], k) * len(test)
     return (float(rest) + first) / test.size
 
@@ -123,7 +129,8 @@ class Pretrain(_TokenTask):
         super().__init__(config, data, arrays)
         k = config.model_config(len(data.classes)).vocab_size
         self.meta["baselines"] = {"unigram": unigram_nats(self.train_tokens, self.test_tokens, k),
-                                  "bigram": bigram_nats(self.train_tokens, self.test_tokens, k)}  # fmt: skip
+                                  "bigram": bigram_nats(self.train_tokens, self.test_tokens, k),
+                                  "neighbour": bigram_nats(self.train_tokens, self.test_tokens, k, self.size)}  # fmt: skip
 
     def train_step(self, model, idx, rng):
         """Forward, loss and backward of one batch (idx: its image indices). returns loss, {}"""
