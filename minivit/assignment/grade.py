@@ -26,6 +26,7 @@ What the child can still do (it runs as the grader's user) is in sandbox.py and 
 import builtins
 import csv
 import functools
+from collections import Counter
 import io
 import json
 import re
@@ -40,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import markers, sandbox, screen
-from .make import HANDOUT, REPO, hints, package, read_sources, write
+from ..gradcheck import relative_error
+from ..nn.module import atomic_file
+from . import checks, markers, sandbox, screen
+from .make import HANDOUT, REPO, TOOL, hints, package, read_sources, write
 from .sets import SETS
 
 MAX_FILE = 2 << 20  # bytes read of one submitted file
@@ -83,7 +86,8 @@ def _find(root, path):
         return root / path
     if (root / "minivit").is_dir():
         return None
-    found = [p for p in root.rglob(Path(path).name) if p.is_file() and ".assignment" not in p.parts]
+    found = [p for p in root.rglob(Path(path).name)
+             if p.is_file() and not p.is_symlink() and ".assignment" not in p.parts]  # fmt: skip
     for candidates in ([p for p in found if p.as_posix().endswith("/" + path)], found):
         nearest = [p for p in candidates if len(p.parts) == min(len(q.parts) for q in candidates)]
         if len(nearest) == 1:  # the one nearest the top (a build/ copy lies deeper)
@@ -125,14 +129,14 @@ class Template:
     def answered(self):
         """The files of a handout with answer regions: the set's, and an earlier set's made with --blank-earlier."""
         return sorted(path for path, text in self.sources.items() if path.endswith(".py") and markers.STUB_BEGIN in text
-                      and not path.startswith("minivit/assignment/"))  # fmt: skip
+                      and not path.startswith(TOOL))  # fmt: skip
 
 
 def template(set_name, root=REPO):
     """The reference (this checkout, when it holds the set's solution regions) or the handout of the
     student folder this tool lives in."""
     own = read_sources(root)
-    regions = {f"{path}::{r.names[0]}" for path, text in own.items() if not path.startswith("minivit/assignment/")
+    regions = {f"{path}::{r.names[0]}" for path, text in own.items() if not path.startswith(TOOL)
                for r in markers.python_regions(text, path)}  # fmt: skip
     if all(region in regions for item in SETS[set_name].items for region in item.code if "::" in region):
         return Template(own, True)
@@ -160,9 +164,9 @@ def splice(tpl, item, part, set_name, answers):
             if path in own:
                 raise ValueError(answers[path])
             continue  # another item's unreadable file: its stubs stay
-        stubs = {}
-        for r in markers.python_regions(files[path], path, markers.STUB_BEGIN, markers.STUB_END):
-            stubs[r.names[0]] = stubs.get(r.names[0], 0) + 1
+        stubs = Counter(
+            r.names[0] for r in markers.python_regions(files[path], path, markers.STUB_BEGIN, markers.STUB_END)
+        )
         bodies = {function: answers[path].get(function, []) for function in stubs}
         for function, count in stubs.items():
             if len(bodies[function]) != count and path in own:
@@ -179,7 +183,6 @@ def expected_outputs(set_name):
     """{(item, part): (seed, the reference's outputs)} for every part of the set, drawn now: run before any
     student code, in this process, with the CPU kernels off (the plain ops)."""
     from .. import kernels
-    from . import checks
 
     was = kernels.enabled()
     kernels.set_enabled(False)
@@ -197,8 +200,6 @@ def expected_outputs(set_name):
 def compare(expected, got, tolerance):
     """None when every expected output is there with its shape and within tolerance, else what is wrong
     (the first wrong output's name, never its value)."""
-    from ..gradcheck import relative_error
-
     for name, want in expected.items():
         if name not in got:
             return f"{name} missing"
@@ -242,7 +243,9 @@ def _answer(folder, hints):
 @functools.cache
 def stub_hints():
     """Every hint a stub of any set may raise: the only exception messages shown from a child."""
-    return frozenset(hint for name in SETS for earlier in (False, True) for hint in hints(name, blank_earlier=earlier).values())
+    return frozenset(
+        hint for name in SETS for earlier in (False, True) for hint in hints(name, blank_earlier=earlier).values()
+    )
 
 
 def _error(raw, hints):
@@ -282,8 +285,6 @@ def _run_part(tpl, item, part, set_name, answers, expected, folder, timeout, scr
         return 0, str(e)
     if tpl.reference:
         seed, want = expected[item.name, part.name]
-        from . import checks
-
         run = sandbox.run([sys.executable, "-m", "minivit.assignment.worker", part.check, str(seed)], folder, timeout)
         got = _answer(folder, stub_hints())
         if run.timed_out:
@@ -435,7 +436,7 @@ def grade_many(folder, set_name, out, timeout=None, log=None, screen_answers=Tru
             results = nothing(set_name, str(e))
         except Exception as e:  # noqa: BLE001 - the same for what the grader did not foresee, named
             results = nothing(set_name, f"the grader could not read this submission ({type(e).__name__})")
-        (out / f"{student}.json").write_text(json.dumps(gradescope(results), indent=2, ensure_ascii=False))
+        _write(out / f"{student}.json", json.dumps(gradescope(results), indent=2, ensure_ascii=False))
         scores = {t["name"]: t["score"] for t in results["tests"]}
         rows.append({"student": student, "score": results["score"], "max_score": results["max_score"],
                      **{p: scores.get(p, 0) for p in parts}})  # fmt: skip
@@ -445,7 +446,7 @@ def grade_many(folder, set_name, out, timeout=None, log=None, screen_answers=Tru
     writer = csv.DictWriter(text, fieldnames=["student", "score", "max_score", *parts])
     writer.writeheader()
     writer.writerows(rows)
-    (out / "gradebook.csv").write_text(text.getvalue())
+    _write(out / "gradebook.csv", text.getvalue())
     return rows
 
 
@@ -473,7 +474,12 @@ def gradescope(results, execution_time=None):
 
 def write_json(results, path, started):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(gradescope(results, time.time() - started), indent=2, ensure_ascii=False))
+    _write(path, json.dumps(gradescope(results, time.time() - started), indent=2, ensure_ascii=False))
+
+
+def _write(path, text):
+    with atomic_file(path) as f:  # a grade file is whole or absent, never half-written
+        f.write(text.encode())
 
 
 def row(test):

@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..nn.module import atomic_file
 from . import markers
 from .sets import SETS
 
@@ -43,14 +44,20 @@ def blanked_items(set_name, keep_later=False, blank_earlier=False):
     return {item.name: (s, item) for s in sets for item in SETS[s].items}
 
 
+def later(owner, set_name):
+    """Whether set `owner` comes after `set_name` (is not handed out yet when `set_name` is)."""
+    order = list(SETS)
+    return order.index(owner) > order.index(set_name)
+
+
 def hints(set_name, keep_later=False, blank_earlier=False):
     """{region: the hint its stub raises} for every region a folder of `set_name` blanks."""
-    found, order = {}, list(SETS)
+    found = {}
     for owner, item in blanked_items(set_name, keep_later, blank_earlier).values():
         for region, hint in item.code.items():
             if owner == set_name:
                 found[region] = hint
-            elif order.index(owner) > order.index(set_name):
+            elif later(owner, set_name):
                 found[region] = f"{region.split('::')[-1]}: part of assignment {owner}, not this one"
             else:
                 found[region] = f"{hint} (from assignment {owner}: your answer to it goes here too)"
@@ -74,7 +81,7 @@ def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False, nbgrad
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder; give a new path")
-    blanks = hints(set_name, keep_later, blank_earlier)
+    blanks, blanked = hints(set_name, keep_later, blank_earlier), blanked_items(set_name, keep_later, blank_earlier)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     umask = os.umask(0)
@@ -91,7 +98,7 @@ def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False, nbgrad
                 z.writestr(path, text)
         for path in SETS[set_name].notebooks:
             target = tmp / (Path(path).name if nbgrader else path)  # nbgrader looks at the assignment's top only
-            _notebook(root / path, target, path, set_name, blanked_items(set_name, keep_later, blank_earlier), nbgrader)
+            _notebook(root / path, target, path, set_name, blanked, nbgrader)
         if nbgrader:
             _grade_notebook(set_name, tmp / f"grade_{set_name}.ipynb")
         (tmp / "assignment.json").write_text(json.dumps({"set": set_name, "title": SETS[set_name].title}) + "\n")
@@ -103,9 +110,8 @@ def make(set_name, out, root=REPO, keep_later=False, blank_earlier=False, nbgrad
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if nbgrader:
-        order = list(SETS)
-        answered = {region.split("::")[0] for owner, item in blanked_items(set_name, keep_later, blank_earlier).values()
-                    if order.index(owner) <= order.index(set_name) for region in item.code if "::" in region}  # fmt: skip
+        answered = {region.split("::")[0] for owner, item in blanked.values() if not later(owner, set_name)
+                    for region in item.code if "::" in region}  # fmt: skip
         _keep_answers_at_autograde(out.parents[1], set_name, sorted(answered))
     return out
 
@@ -118,7 +124,8 @@ def _keep_answers_at_autograde(course, set_name, files):
             "# minivit: the students' answers are in these files\n")  # fmt: skip
     text = config.read_text() if config.is_file() else "c = get_config()  # noqa: F821\n"
     if line not in text:
-        config.write_text(text + ("" if text.endswith("\n") else "\n") + line)
+        with atomic_file(config, suffix=".py") as f:  # the instructor's own settings are in it too
+            f.write((text + ("" if text.endswith("\n") else "\n") + line).encode())
 
 
 def read_sources(root):
@@ -200,15 +207,14 @@ def _notebook(src, dst, path, set_name, blanked, nbgrader=False):
         raise AssertionError(names)
 
     notebook = nbformat.read(src, as_version=4)
-    order = list(SETS)
-    later = {name for name, (owner, _) in blanked.items() if order.index(owner) > order.index(set_name)}
+    not_yet = {name for name, (owner, _) in blanked.items() if later(owner, set_name)}
+    own = {name for name, (owner, _) in blanked.items() if owner == set_name} if nbgrader else set()
     cells = []
     for i, cell in enumerate(notebook.cells):
-        if {f"needs-{name}" for name in later} & set(cell.metadata.get("tags", [])):
+        if {f"needs-{name}" for name in not_yet} & set(cell.metadata.get("tags", [])):
             continue  # runs code of a set not handed out yet
         had_text = bool(cell.source.strip())
-        own = {name for name, (owner, _) in blanked.items() if owner == set_name} if nbgrader else set()
-        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}", set(blanked) - later, keep=own)
+        markers.blank_cell(cell, set(blanked), hint, f"{path}, cell {i}", set(blanked) - not_yet, keep=own)
         if markers.BEGIN in cell.source:
             cell.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "task": False,
                                          "grade_id": f"{Path(path).stem}-cell-{i}", "schema_version": 3}  # fmt: skip
@@ -233,7 +239,8 @@ def _grade_notebook(set_name, dst):
     for item in SETS[set_name].items:
         for part in item.parts:
             cell = nbformat.v4.new_code_cell(
-                f"from minivit.assignment.grade import check_part\n\ncheck_part({set_name!r}, {item.name!r}, {part.name!r})")
+                f"from minivit.assignment.grade import check_part\n\ncheck_part({set_name!r}, {item.name!r}, {part.name!r})"
+            )
             cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
                                          "points": part.points, "grade_id": f"{item.name}-{part.name}",
                                          "schema_version": 3}  # fmt: skip

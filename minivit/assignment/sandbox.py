@@ -99,9 +99,8 @@ def read_file(path, limit):
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size > limit:
-            return None
-        return f.read(limit)
+        found = os.fstat(fd)
+        return f.read(limit) if stat.S_ISREG(found.st_mode) and found.st_size <= limit else None
 
 
 def _kill_group(pgid):
@@ -123,11 +122,11 @@ def _processes_of_this_user():
 def _children():
     """The pids whose parent is this process (Linux: from /proc; elsewhere: empty)."""
     me, found = os.getpid(), set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
+            fields = entry.read_text().rsplit(")", 1)[1].split()  # after "pid (name)": state, ppid, pgrp, ...
             if int(fields[1]) == me:
-                found.add(int(stat.parent.name))
+                found.add(int(entry.parent.name))
     return found
 
 

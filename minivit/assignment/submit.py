@@ -11,11 +11,11 @@ bundle holds this package with its solutions, setup.sh (installs the dependencie
 
 import hashlib
 import json
-import os
 import re
 import zipfile
 from pathlib import Path
 
+from ..nn.module import atomic_file
 from .grade import MANIFEST, answer_files, read_answers, set_of, template
 from .make import REPO, read_sources
 
@@ -23,20 +23,14 @@ STUB = re.compile(r"^\s*raise NotImplementedError\(.*\)\s*$")
 
 
 def _atomic_zip(path, files, executable=()):
-    """Write {name: text} as a zip at path (the names in `executable` with mode 755), by a temporary file
-    renamed into place."""
+    """Write {name: text} as a zip at path (the names in `executable` with mode 755), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, text in files.items():
-                info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-                info.external_attr = (0o100755 if name in executable else 0o100644) << 16
-                z.writestr(info, text, zipfile.ZIP_DEFLATED)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, suffix=".zip") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100755 if name in executable else 0o100644) << 16
+            z.writestr(info, text, zipfile.ZIP_DEFLATED)
     return path
 
 
