@@ -30,6 +30,7 @@ from .data.palette import Palette
 from .data.resize import resize
 from .nn.module import atomic_file
 from .probe import L2_GRID, best_layer, compare
+from .tasks import best_epoch
 from .tasks.igpt import classify_tokens, mean_nats, tokenize
 from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
 from .viz import plot_completions, plot_probe
@@ -62,7 +63,8 @@ HELP = {
     "mixup": "mixup's Beta(α, α) (0: off)",
     "cutmix": "CutMix's Beta(α, α) (0: off)",
     "mix_prob": "share of batches that mixup/CutMix apply to",
-    "train_subset": "train on the first N images only (0: all)",
+    "train_subset": "train on the first N images only (0: all but the validation images)",
+    "val_size": "hold out the last N training images, never trained on, to choose epochs and settings on (0: none)",
     "test_subset": "evaluate on the first N test images only (0: all)",
     "eval_batch_size": "images per evaluation step",
     "seed": "seed for initialisation, shuffling, augmentation and dropout",
@@ -188,15 +190,14 @@ def cmd_train(args):
         run_dir = args.run_dir or Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"training recipe {recipe!r} in {run_dir}")
         history = train(config, run_dir, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
-    last = history[-1]
+    last, best = history[-1], best_epoch(history)
     if "test_accuracy" in last:
-        best = max(history, key=lambda m: m["test_accuracy"])
         result = f"test accuracy {last['test_accuracy']:.2%}"
-        result_best = f"best {best['test_accuracy']:.2%} at epoch {best['epoch']}"
+        chosen = best and f"best validation accuracy {best['val_accuracy']:.2%} at epoch {best['epoch']}: test {best['test_accuracy']:.2%}"
     else:
-        best = min(history, key=lambda m: m["test_loss"])
         result = f"test {last['test_loss']:.4f} nats per token ({last['test_loss'] / np.log(2):.3f} bits)"
-        result_best = f"best {best['test_loss']:.4f} at epoch {best['epoch']}"
+        chosen = best and f"best validation loss {best['val_loss']:.4f} at epoch {best['epoch']}: test {best['test_loss']:.4f}"
+    result_best = chosen or "no validation images to choose an epoch on (--val-size)"
     print(f"done: {result} after {last['epoch']} epochs ({result_best}), {last['elapsed_s'] / 60:.1f} min")
 
 

@@ -27,7 +27,9 @@ A run folder holds:
 
 import json
 import math
+import platform
 import signal
+import subprocess
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -37,13 +39,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, ops
-from .data import augment, epoch_batches, load_cifar, normalize
+from .data import augment, epoch_batches, load_cifar, normalize, split
 from .data.cifar import get_spec
 from .data.resize import resize
 from .models import ViT, preset
 from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
-from .tasks import ClassificationMetrics
+from .tasks import ClassificationMetrics, eval_parts
 from .tasks.igpt import Finetune, Pretrain
 from .tasks.masked_patches import MaskedPatches
 from .viz import plot_curves
@@ -86,7 +88,8 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(α, α) of mixup; 0 turns it off
     cutmix: float = 0.0  # Beta(α, α) of CutMix; 0 turns it off
     mix_prob: float = 1.0  # share of batches mixed when mixup or cutmix is on
-    train_subset: int = 0  # use only the first n training images (0: all)
+    train_subset: int = 0  # use only the first n training images (0: all but the validation images)
+    val_size: int = 0  # hold out the last n training images to choose on: val_loss/val_accuracy (0: none)
     test_subset: int = 0  # evaluate on the first n test images (0: all)
     eval_batch_size: int = 500
     seed: int = 0
@@ -116,7 +119,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         nonnegative = ("lr", "min_lr", "warmup_epochs", "weight_decay", "grad_clip", "crop_padding", "mixup",
-                       "cutmix", "train_subset", "test_subset", "gen_loss_weight")  # fmt: skip
+                       "cutmix", "train_subset", "val_size", "test_subset", "gen_loss_weight")  # fmt: skip
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -204,7 +207,8 @@ class Classify(ClassificationMetrics):
 
     What every task gives the loop: `model_class`, `preset`, `model_fields` and `not_applicable`
     (for TrainConfig), and, built from the config and the dataset, `num_train`, `train_step`,
-    `evaluate`, `epoch_metrics`, `summary`, `sums`, `meta` and `arrays` (extra checkpoint contents).
+    `evaluate(model, part)` (part "val" or "test", each in `eval_parts`), `epoch_metrics`, `summary`, `sums`,
+    `meta` and `arrays` (extra checkpoint contents). `data` is the run's data.Split.
     """
 
     model_class = ViT
@@ -219,12 +223,13 @@ class Classify(ClassificationMetrics):
     def __init__(self, config, data, arrays=None):
         spec = get_spec(config.dataset)
         self.config, self.spec = config, spec
-        self.num_train = config.train_subset or len(data.train_images)
-        n_test = config.test_subset or len(data.test_images)
+        self.num_train = len(data.train_images)
         size = config.model_config(spec.num_classes).image_size  # the dataset's side unless a resolution is set
-        self.train_images = resize(backend.to_device(data.train_images[: self.num_train], config.backend), size)
-        self.train_labels = backend.to_device(data.train_labels[: self.num_train], config.backend)
-        self.test_images, self.test_labels = resize(data.test_images[:n_test], size), data.test_labels[:n_test]
+        self.train_images = resize(backend.to_device(data.train_images, config.backend), size)
+        self.train_labels = backend.to_device(data.train_labels, config.backend)
+        self.eval_parts = eval_parts(data)
+        self.eval_images = {part: resize(getattr(data, f"{part}_images"), size) for part in self.eval_parts}
+        self.eval_labels = {part: getattr(data, f"{part}_labels") for part in self.eval_parts}
         self.aug = config.augment_options()
         self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
         self.arrays = {}
@@ -239,10 +244,10 @@ class Classify(ClassificationMetrics):
         hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
         return loss, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
 
-    def evaluate(self, model):
-        test = evaluate(model, self.test_images, self.test_labels, self.spec.mean, self.spec.std,
-                        self.config.eval_batch_size)  # fmt: skip
-        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    def evaluate(self, model, part):
+        metrics = evaluate(model, self.eval_images[part], self.eval_labels[part], self.spec.mean, self.spec.std,
+                           self.config.eval_batch_size)  # fmt: skip
+        return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
 
 
 TASKS = {"classify": Classify, "igpt": Pretrain, "finetune": Finetune, "mpp": MaskedPatches}
@@ -257,8 +262,7 @@ def train(config, run_dir, data_dir=None, source=None, progress=True):
     run_dir = Path(run_dir)
     if (run_dir / "checkpoint.npz").exists():
         raise ValueError(f"{run_dir} already holds a run; resume it, or choose another run folder")
-    data = load_cifar(config.dataset, data_dir=data_dir, source=source)
-    _check_subsets(config, data)
+    data = _split(config, load_cifar(config.dataset, data_dir=data_dir, source=source))
     model_config = config.model_config(len(data.classes))
     init, _, init_arrays = load_checkpoint(config.init) if config.init else (None, None, None)
     task = TASKS[config.task](config, data, init_arrays)  # iGPT's tasks take the init checkpoint's palette
@@ -294,8 +298,7 @@ def resume(run_dir, data_dir=None, source=None, progress=True):
     model.to(config.backend, config.dtype)
     optimizer = _optimizer(config, model)
     optimizer.load_state_dict({k[len("optim.") :]: v for k, v in arrays.items() if k.startswith("optim.")})
-    data = load_cifar(config.dataset, data_dir=data_dir, source=source)
-    _check_subsets(config, data)
+    data = _split(config, load_cifar(config.dataset, data_dir=data_dir, source=source))
     task = TASKS[config.task](config, data, arrays)
     return _run(config, task, model, optimizer, meta["state"], run_dir, progress)
 
@@ -323,11 +326,8 @@ def _start_from(model, init, path):
     model.load_state_dict(state)
 
 
-def _check_subsets(config, data):
-    for name, subset, available in (("train_subset", config.train_subset, len(data.train_images)),
-                                    ("test_subset", config.test_subset, len(data.test_images))):  # fmt: skip
-        if subset > available:
-            raise ValueError(f"{name} {subset} is more than the {available} images there are")
+def _split(config, data):
+    return split(data, config.train_subset, config.val_size, config.test_subset)
 
 
 def _epoch_sums(task):
@@ -385,6 +385,11 @@ def _run(config, task, model, optimizer, state, run_dir, progress):
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config), **task.meta}
+    # Every version and machine that trained part of the run: float32 training is chaotic, and another CPU's
+    # BLAS kernels round differently, so a run repeats its bits on the same kind of machine only.
+    version, code = f"{code_version()} on {cpu_name()}", state.setdefault("code", [])
+    if code[-1:] != [version]:
+        code.append(version)
 
     def save_checkpoint():
         arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -436,10 +441,10 @@ def _run(config, task, model, optimizer, state, run_dir, progress):
                     raise Interrupted(f"stopped at epoch {epoch + 1}, step {step + 1}. {_resume_hint(run_dir)}")
             bar.close()
             train_time = time.perf_counter() - began
-            test = task.evaluate(model)
+            scores = {f"{part}_{k}": v for part in task.eval_parts for k, v in task.evaluate(model, part).items()}
             state["elapsed"] += time.perf_counter() - began
             state["history"].append({
-                "epoch": epoch + 1, **task.epoch_metrics(state["sums"]), **test, "lr": optimizer.lr,
+                "epoch": epoch + 1, **task.epoch_metrics(state["sums"]), **scores, "lr": optimizer.lr,
                 "images_per_s": (steps_per_epoch - start) * config.batch_size / train_time,
                 "epoch_time_s": time.perf_counter() - began, "elapsed_s": state["elapsed"],
             })  # fmt: skip
@@ -452,6 +457,33 @@ def _run(config, task, model, optimizer, state, run_dir, progress):
             if stop.requested and state["epoch"] < config.epochs:
                 raise Interrupted(f"stopped after epoch {epoch + 1}. {_resume_hint(run_dir)}")
     return state["history"]
+
+
+def code_version():
+    """The git commit of the minivit that runs (with "+changes" when its files differ from that commit), so a
+    figure can name the code that measured it; "unknown" outside a git checkout of minivit (an installed copy)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()  # fmt: skip
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "minivit"], cwd=root,
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + "+changes" * bool(changed)
+
+
+def cpu_name():
+    """The CPU's model name (as `lscpu` shows it), or the platform's processor name where /proc has none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _diverged(loss, norm, epoch, step, start, run_dir):

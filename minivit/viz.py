@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from .backend import to_numpy
+from .tasks import best_epoch
 
 
 def _grid(count, ncols, size=1.6, **kw):
@@ -49,6 +50,8 @@ def plot_curves(history, baselines=None):
                    "accuracy": "train (augmented)"}  # fmt: skip
     for ax, key in zip(np.atleast_1d(fig.subplots(1, len(keys))), keys, strict=True):
         ax.plot(epochs, [m[f"train_{key}"] for m in history], "o-", label=train_label[key])
+        if f"val_{key}" in history[0]:
+            ax.plot(epochs, [m[f"val_{key}"] for m in history], "^-", label="validation (held-out training images)")
         ax.plot(epochs, [m[f"test_{key}"] for m in history], "s-", label="test")
         if key == "loss":
             for (name, value), color in zip((baselines or {}).items(), ("tab:grey", "tab:purple", "tab:green")):
@@ -60,10 +63,12 @@ def plot_curves(history, baselines=None):
         ax.grid(alpha=0.3)
         ax.legend()
     if history:
-        n = len(history)
-        best = (f"best test accuracy {max(m['test_accuracy'] for m in history):.1%}" if classify
-                else f"best test loss {min(m['test_loss'] for m in history):.4f}")  # fmt: skip
-        fig.suptitle(f"{n} epoch{'s' * (n != 1)}, {best}")
+        n, last, best = len(history), history[-1], best_epoch(history)
+        metric, fmt = ("accuracy", ".1%") if classify else ("loss", ".4f")
+        title = f"{n} epoch{'s' * (n != 1)}, test {metric} {last[f'test_{metric}']:{fmt}}"
+        if best is not None:
+            title += f"; chosen on validation: epoch {best['epoch']}, test {best[f'test_{metric}']:{fmt}}"
+        fig.suptitle(title)
     return fig
 
 
@@ -459,19 +464,23 @@ def plot_probe(curves, baselines=None):
 
 
 def plot_experiment(results):
-    """An experiment's rows (minivit.experiments): mean test accuracy over seeds as bars, each seed a dot."""
+    """An experiment's rows (minivit.experiments): each row's accuracy on the validation images and on the
+    test images, a dot per seed and a bar at the mean, from zero."""
     rows = results["rows"]
     fig = Figure(figsize=(max(6.5, 1.6 * len(rows) + 2), 4), layout="constrained")
     ax = fig.subplots()
-    for i, accuracies in enumerate(rows.values()):
-        a = np.asarray(accuracies) * 100
-        ax.bar(i, a.mean(), color="tab:blue", alpha=0.6)
-        ax.plot([i] * len(a), a, "o", color="black", ms=4)
+    for offset, part, color in ((-0.2, "val", "tab:orange"), (0.2, "test", "tab:blue")):
+        for i, scores in enumerate(rows.values()):
+            a = np.asarray(scores[part]) * 100
+            label = {"val": "validation (held-out training images)", "test": "test"}[part] if i == 0 else None
+            ax.bar(i + offset, a.mean(), width=0.38, color=color, alpha=0.6, label=label)
+            ax.plot([i + offset] * len(a), a, "o", color="black", ms=3)
     ax.set_xticks(range(len(rows)), [label.replace(", ", ",\n") for label in rows], fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, None)  # bars from zero: a bar's height is its value, the gaps as large as they are
     seeds = results["seeds"]
     bars = f"bars: seed {seeds[0]}" if len(seeds) == 1 else f"bars: the mean over seeds {', '.join(map(str, seeds))}"
     ax.set_title(f"{results['title']}\n{bars}; dots: each seed", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="y")
     return fig

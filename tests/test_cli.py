@@ -20,10 +20,12 @@ def minivit(*args):
 @pytest.fixture(scope="module")
 def run_dir(cifar_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    result = minivit("train", "--recipe", "quick", *TINY, "--run-dir", run_dir, "--data-dir", cifar_dir)
+    result = minivit("train", "--recipe", "quick", *TINY, "--val-size", "500", "--run-dir", run_dir, "--data-dir",
+                     cifar_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "training recipe 'quick'" in result.stdout and "epoch 1/1" in result.stdout
-    assert "done: test accuracy" in result.stdout
+    assert "loss: val " in result.stdout and "acc: val " in result.stdout  # the epoch's line: both parts
+    assert "done: test accuracy" in result.stdout and "best validation accuracy" in result.stdout
     return run_dir
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import minivit.data
-from minivit.data import CIFAR10, DataError, cifar, default_data_dir, load_cifar, read_archive
+from minivit.data import CIFAR10, DataError, Dataset, cifar, default_data_dir, load_cifar, read_archive
 
 FOLDER = "cifar-10-batches-py"
 TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -619,3 +619,42 @@ def test_real_cifar10_cache(real_cifar10, monkeypatch):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
     assert cached.classes == data.classes
+
+
+# --- the split of a run: training, validation, test ----------------------------------------------------------------
+
+
+def _numbered(n_train=20, n_test=6):
+    """A Dataset whose every image holds its own index, so a split shows which images went where."""
+    train = np.arange(n_train, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    test = np.arange(n_test, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    return Dataset(train, np.arange(n_train) % 3, test, np.arange(n_test) % 3, ("a", "b", "c"))
+
+
+def test_the_validation_images_are_the_last_training_images_and_never_trained_on():
+    data = _numbered()
+    split = minivit.data.split(data, train_subset=8, val_size=5, test_subset=4)
+    assert split.train_images[:, 0, 0, 0].tolist() == list(range(8))
+    assert split.val_images[:, 0, 0, 0].tolist() == list(range(15, 20))
+    assert split.train_labels.tolist() == data.train_labels[:8].tolist()
+    assert split.val_labels.tolist() == data.train_labels[15:].tolist()
+    assert split.test_images[:, 0, 0, 0].tolist() == list(range(4)) and split.classes == data.classes
+    everything = minivit.data.split(data, val_size=5)  # train_subset 0: every image the validation set leaves
+    assert everything.train_images[:, 0, 0, 0].tolist() == list(range(15)) and len(everything.test_images) == 6
+    # the same validation images whatever a run trains on; without them, the training set is unchanged
+    assert minivit.data.split(data, train_subset=3, val_size=5).val_images[:, 0, 0, 0].tolist() == list(range(15, 20))
+    none = minivit.data.split(data, train_subset=8)
+    assert len(none.val_images) == 0 and none.train_images[:, 0, 0, 0].tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"train_subset": 16, "val_size": 5}, "train_subset 16 is more than the 20 training images there are and the 5 "
+                                           r"validation images \(the last ones\) leave 15"),
+    ({"train_subset": 21}, "train_subset 21 is more than the 20 training images there are$"),
+    ({"val_size": 20}, "val_size 20 leaves none of the 20 training images"),
+    ({"val_size": -1}, "val_size must be >= 0, got -1"),
+    ({"test_subset": 7}, "test_subset 7 is more than the 6 test images"),
+])  # fmt: skip
+def test_a_split_that_cannot_be_made_names_what_was_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        minivit.data.split(_numbered(), **kwargs)

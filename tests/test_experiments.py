@@ -23,10 +23,14 @@ def test_a_table_over_seeds(mpp_table):
     folder = out / "mpp"
     assert list(results["rows"]) == ["fine-tuned after masked patch prediction",
                                      "from scratch, twice the epochs (same compute)"]  # the pretraining is no row
-    assert all(len(a) == 2 and all(0 <= x <= 1 for x in a) for a in results["rows"].values())
+    for scores in results["rows"].values():  # every run scored on the held-out training images and the test set
+        assert scores.keys() == {"val", "test"} and all(len(a) == 2 and all(0 <= x <= 1 for x in a)
+                                                        for a in scores.values())  # fmt: skip
     assert json.loads((folder / "results.json").read_text()) == results
     text = (folder / "results.md").read_text()
-    assert "| fine-tuned after masked patch prediction | **" in text and "The paper:" in text
+    assert "| fine-tuned after masked patch prediction" in text and "The paper:" in text
+    assert "(best on validation)" in text and "validation: mean" in text
+    assert results["code"] and all(" on " in version for version in results["code"])  # the commit and CPU
     assert (folder / "results.png").stat().st_size > 5_000
     from minivit.train import load_checkpoint
 
@@ -64,7 +68,7 @@ def test_position_embedding_table_from_the_command_line(cifar_dir, tmp_path):
                              "0", "--out", str(tmp_path), "--no-progress", "--data-dir", str(cifar_dir)],
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| relative | **" in result.stdout and "| 1-D, every layer, shared | **" in result.stdout
+    assert "| relative" in result.stdout and "| 1-D, every layer, shared" in result.stdout
     assert (tmp_path / "pos-embed" / "results.md").is_file()
 
 
@@ -86,3 +90,13 @@ def test_fine_tuning_at_a_higher_resolution(cifar_dir, tmp_path):
     model = load_checkpoint(tmp_path / "resolution" / "then-1-epoch-at-48-px-cifar-upsampled" / "seed0" /
                             "checkpoint.npz")[0]  # fmt: skip
     assert model.config.image_size == 48 and model.pos_embed.shape == (1, 1 + 144, 16)
+
+
+def test_the_best_row_is_chosen_on_the_validation_images_not_the_test_images():
+    results = {"title": "t", "paper": "p", "size": "ci", "seeds": [0, 1], "code": ["abc on CPU"], "rows": {
+        "best on test": {"val": [0.30, 0.32], "test": [0.40, 0.41]},
+        "best on validation": {"val": [0.35, 0.36], "test": [0.33, 0.34]}}}  # fmt: skip
+    assert experiments.best_row(results) == "best on validation"
+    text = experiments.table(results)
+    assert "| best on validation (best on validation) | 35.5% | 35.0%–36.0% | **33.5%**" in text
+    assert "| best on test | 31.0%" in text

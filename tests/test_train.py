@@ -70,6 +70,30 @@ def test_run_folder(reference, cifar_dir):
     assert result["accuracy"] == history[-1]["test_accuracy"]
 
 
+def test_a_validation_split_is_scored_every_epoch_and_changes_nothing_of_the_training(reference, cifar_dir, tmp_path):
+    """val_size holds out the last training images: a run of the first 2,048 trains exactly as before (the
+    same bits), and scores the held-out images after every epoch."""
+    _, history = reference
+    config = replace(SMALL, val_size=1000)
+    held = train(config, tmp_path / "run", data_dir=cifar_dir, progress=False)
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        assert [m[key] for m in held] == [m[key] for m in history], key
+    model, meta, _ = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    data = minivit.data.load_cifar(data_dir=cifar_dir)
+    val = evaluate(model, data.train_images[-1000:], data.train_labels[-1000:], meta["mean"], meta["std"])
+    assert val["accuracy"] == held[-1]["val_accuracy"] and val["loss"] == held[-1]["val_loss"]
+    assert meta["state"]["code"][0].endswith(f"on {minivit.train.cpu_name()}")  # what trained it, for its figures
+
+
+def test_without_a_train_subset_the_validation_images_are_left_out_of_training(cifar_dir):
+    data = minivit.data.load_cifar(data_dir=cifar_dir)
+    config = replace(SMALL, train_subset=0, val_size=5000).check()
+    task = minivit.train.Classify(config, minivit.data.split(data, 0, 5000, 500))
+    assert task.num_train == 45_000 and task.eval_parts == ("val", "test")
+    np.testing.assert_array_equal(task.train_images, data.train_images[:45_000])
+    np.testing.assert_array_equal(task.eval_images["val"], data.train_images[45_000:])
+
+
 def test_plain_ops_train_like_the_kernels(reference, cifar_dir, tmp_path):
     """With the CPU kernels off, the run computes with exactly the ops a student reads; its curve
     must match the kernels' run within float32 noise (they differ in rounding only)."""
@@ -284,7 +308,7 @@ def test_bad_config_is_a_clear_error(change, message):
 
 
 def test_subset_larger_than_the_dataset_is_a_clear_error(cifar_dir, tmp_path):
-    with pytest.raises(ValueError, match="train_subset 60000 is more than the 50000 images there are"):
+    with pytest.raises(ValueError, match="train_subset 60000 is more than the 50000 training images there are"):
         train(replace(SMALL, train_subset=60000), tmp_path / "run", data_dir=cifar_dir, progress=False)
 
 

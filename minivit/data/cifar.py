@@ -107,6 +107,46 @@ class Dataset(NamedTuple):
     classes: tuple  # class names, indexed by label
 
 
+class Split(NamedTuple):
+    """The images of one run: what it trains on, what it chooses on, what it is scored on."""
+
+    train_images: np.ndarray  # (N_train, H, W, C) uint8
+    train_labels: np.ndarray  # (N_train,) int64
+    val_images: np.ndarray  # (N_val, H, W, C) uint8: held-out training images, never trained on
+    val_labels: np.ndarray  # (N_val,) int64
+    test_images: np.ndarray  # (N_test, H, W, C) uint8
+    test_labels: np.ndarray  # (N_test,) int64
+    classes: tuple
+
+
+def split(data, train_subset=0, val_size=0, test_subset=0):
+    """A Dataset split for one run: the validation set is the *last* `val_size` training images, the
+    training set the first `train_subset` of the others (0: all of them), the test set the first
+    `test_subset` test images (0: all).
+
+    CIFAR's training batches are in random order, so the last images are a fixed random sample (about
+    val_size / 10 per class in CIFAR-10), the same for every run whatever its train_subset: runs that
+    train on the first 10,000 images are chosen among on the same held-out images, and their training
+    sets are what they were before a validation set existed. A "best" epoch, learning rate or row is
+    chosen on these; the test images only report what was chosen.
+    """
+    n = len(data.train_images)
+    for name, value in (("train_subset", train_subset), ("val_size", val_size), ("test_subset", test_subset)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if train_subset > n - val_size:
+        held = f" and the {val_size} validation images (the last ones) leave {n - val_size}" if val_size else ""
+        raise ValueError(f"train_subset {train_subset} is more than the {n} training images there are{held}")
+    if val_size >= n:
+        raise ValueError(f"val_size {val_size} leaves none of the {n} training images to train on")
+    if test_subset > len(data.test_images):
+        raise ValueError(f"test_subset {test_subset} is more than the {len(data.test_images)} test images there are")
+    n_train, n_test = train_subset or n - val_size, test_subset or len(data.test_images)
+    return Split(data.train_images[:n_train], data.train_labels[:n_train], data.train_images[n - val_size :],
+                 data.train_labels[n - val_size :], data.test_images[:n_test], data.test_labels[:n_test],
+                 data.classes)  # fmt: skip
+
+
 def default_data_dir():
     """$MINIVIT_DATA, else $XDG_CACHE_HOME/minivit, else ~/.cache/minivit."""
     if os.environ.get("MINIVIT_DATA"):

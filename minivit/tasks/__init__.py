@@ -6,6 +6,29 @@ batch becomes a loss and gradients, how it is evaluated, and what else a checkpo
 """
 
 
+
+def eval_parts(data):
+    """The parts of a data.Split a task scores after every epoch: the validation images when the run
+    holds some out (TrainConfig.val_size), then the test images."""
+    return ("val", "test") if len(data.val_images) else ("test",)
+
+
+def scores(m, key, fmt):
+    """'val X  test Y' (or 'test Y') of metric `key` in an epoch's metrics `m`."""
+    return "  ".join(f"{part} {m[f'{part}_{key}']:{fmt}}" for part in ("val", "test") if f"{part}_{key}" in m)
+
+
+def best_epoch(history):
+    """The metrics of the epoch a run is chosen at: the best validation accuracy (the lowest validation
+    loss for a task without one). None when the run held no images out: a best picked on the test
+    images would flatter the run, so only its last epoch is reported then."""
+    if not history or "val_loss" not in history[0]:
+        return None
+    if "val_accuracy" in history[0]:
+        return max(history, key=lambda m: m["val_accuracy"])
+    return min(history, key=lambda m: m["val_loss"])
+
+
 class ClassificationMetrics:
     """The epoch metrics and log line of a task that classifies (a ViT's, iGPT fine-tuning's, masked patch
     prediction's colours): its train_step counts the correct predictions in the running sum "correct", out
@@ -23,5 +46,5 @@ class ClassificationMetrics:
     def summary(cls, m):
         """One line of an epoch's metrics, for the log and the command line."""
         acc = cls.accuracy_label
-        return (f"train loss {m['train_loss']:.4f} {acc} {m['train_accuracy']:.4f}  test loss {m['test_loss']:.4f} "
-                f"{acc} {m['test_accuracy']:.4f}")  # fmt: skip
+        return (f"train loss {m['train_loss']:.4f} {acc} {m['train_accuracy']:.4f}  loss: {scores(m, 'loss', '.4f')}"
+                f"  {acc}: {scores(m, 'accuracy', '.4f')}")  # fmt: skip

@@ -22,7 +22,7 @@ from ..data import random_flip
 from ..data.palette import Palette, downsample
 from ..models import IGPT, IGPTClassifier
 from ..models.igpt import classifier_preset, preset
-from . import ClassificationMetrics
+from . import ClassificationMetrics, eval_parts, scores
 
 DEFAULT_PALETTE_SAMPLE = 200_000
 
@@ -87,9 +87,8 @@ class _TokenTask:
         side = data.train_images.shape[1]
         if side % self.size:
             raise ValueError(f"image_size {self.size} must divide the {side}-pixel images of {config.dataset}")
-        self.num_train = config.train_subset or len(data.train_images)
-        self.num_test = config.test_subset or len(data.test_images)
-        train = downsample(backend.to_device(data.train_images[: self.num_train], config.backend), self.size)
+        self.num_train = len(data.train_images)
+        train = downsample(backend.to_device(data.train_images, config.backend), self.size)
         if arrays is not None and "palette.centers" in arrays:
             centers = arrays["palette.centers"]
             if centers.shape != (k, 3):
@@ -99,8 +98,9 @@ class _TokenTask:
             palette = Palette.fit(train, k=k, seed=config.seed,
                                   sample_size=config.palette_sample or DEFAULT_PALETTE_SAMPLE)  # fmt: skip
         self.train_tokens = palette.quantize(train).reshape(len(train), -1)  # (N, T) int16
-        test = backend.to_device(data.test_images[: self.num_test], config.backend)
-        self.test_tokens = tokenize(test, self.size, palette)
+        self.eval_parts = eval_parts(data)
+        self.eval_tokens = {part: tokenize(backend.to_device(getattr(data, f"{part}_images"), config.backend),
+                                           self.size, palette) for part in self.eval_parts}  # fmt: skip
         self.meta = {"classes": list(data.classes)}
         self.arrays = {"palette.centers": backend.to_numpy(palette.centers)}
 
@@ -128,9 +128,10 @@ class Pretrain(_TokenTask):
     def __init__(self, config, data, arrays=None):
         super().__init__(config, data, arrays)
         k = config.model_config(len(data.classes)).vocab_size
-        self.meta["baselines"] = {"unigram": unigram_nats(self.train_tokens, self.test_tokens, k),
-                                  "bigram": bigram_nats(self.train_tokens, self.test_tokens, k),
-                                  "neighbour": bigram_nats(self.train_tokens, self.test_tokens, k, self.size)}  # fmt: skip
+        test = self.eval_tokens["test"]
+        self.meta["baselines"] = {"unigram": unigram_nats(self.train_tokens, test, k),
+                                  "bigram": bigram_nats(self.train_tokens, test, k),
+                                  "neighbour": bigram_nats(self.train_tokens, test, k, self.size)}  # fmt: skip
 
     def train_step(self, model, idx, rng):
         """Forward, loss and backward of one batch (idx: its image indices). returns loss, {}"""
@@ -140,8 +141,8 @@ class Pretrain(_TokenTask):
         model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape))
         return loss, {}
 
-    def evaluate(self, model):
-        return {"test_loss": mean_nats(model, self.test_tokens, self.config.eval_batch_size)}
+    def evaluate(self, model, part):
+        return {"loss": mean_nats(model, self.eval_tokens[part], self.config.eval_batch_size)}
 
     @staticmethod
     def epoch_metrics(sums):
@@ -149,8 +150,8 @@ class Pretrain(_TokenTask):
 
     @staticmethod
     def summary(m):
-        return (f"train {m['train_loss']:.4f}  test {m['test_loss']:.4f} nats/token "
-                f"({m['test_loss'] / math.log(2):.3f} bits)")  # fmt: skip
+        return (f"train {m['train_loss']:.4f}  {scores(m, 'loss', '.4f')} nats/token "
+                f"(test {m['test_loss'] / math.log(2):.3f} bits)")  # fmt: skip
 
 
 class Finetune(ClassificationMetrics, _TokenTask):
@@ -172,8 +173,9 @@ class Finetune(ClassificationMetrics, _TokenTask):
 
     def __init__(self, config, data, arrays=None):
         super().__init__(config, data, arrays)
-        self.train_labels = backend.to_device(data.train_labels[: self.num_train], config.backend)
-        self.test_labels = backend.to_device(data.test_labels[: self.num_test], config.backend)
+        self.train_labels = backend.to_device(data.train_labels, config.backend)
+        self.eval_labels = {part: backend.to_device(getattr(data, f"{part}_labels"), config.backend)
+                            for part in self.eval_parts}  # fmt: skip
 
     def train_step(self, model, idx, rng):
         """Forward, loss and backward of one batch (idx: its image indices). returns loss, {"correct"}"""
@@ -190,9 +192,9 @@ class Finetune(ClassificationMetrics, _TokenTask):
         model.backward(dlogits, ops.cross_entropy_backward(clf_cache))
         return loss, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
 
-    def evaluate(self, model):
-        test = classify_tokens(model, self.test_tokens, self.test_labels, self.config.eval_batch_size)
-        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    def evaluate(self, model, part):
+        metrics = classify_tokens(model, self.eval_tokens[part], self.eval_labels[part], self.config.eval_batch_size)
+        return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
 
 
 def classify_tokens(model, tokens, labels, batch_size):

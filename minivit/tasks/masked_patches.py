@@ -14,7 +14,7 @@ from ..data import augment
 from ..data.cifar import get_spec
 from ..models.masked_patches import UNTOUCHED, Corruption, MaskedPatchViT, draw_corruption, masked_patch_preset
 from ..models.masked_patches import mean_colours as colour_targets
-from . import ClassificationMetrics
+from . import ClassificationMetrics, eval_parts
 
 
 class MaskedPatches(ClassificationMetrics):
@@ -38,9 +38,10 @@ class MaskedPatches(ClassificationMetrics):
     def __init__(self, config, data, arrays=None):
         spec = get_spec(config.dataset)
         self.config, self.mean, self.std = config, spec.mean, spec.std
-        self.num_train = config.train_subset or len(data.train_images)
-        self.train_images = backend.to_device(data.train_images[: self.num_train], config.backend)
-        self.test_images = data.test_images[: config.test_subset or len(data.test_images)]
+        self.num_train = len(data.train_images)
+        self.train_images = backend.to_device(data.train_images, config.backend)
+        self.eval_parts = eval_parts(data)
+        self.eval_images = {part: getattr(data, f"{part}_images") for part in self.eval_parts}
         model = config.model_config(spec.num_classes)
         self.pixel_patch = model.patch_size << model.stem  # a patch's side in pixels (hybrid: of the stem's map)
         self.meta, self.arrays = {"classes": list(data.classes)}, {}
@@ -77,16 +78,16 @@ class MaskedPatches(ClassificationMetrics):
         model.backward(dlogits.reshape(shape))
         return loss, {"correct": correct, "corrupted": len(corrupted)}
 
-    def evaluate(self, model):
-        """The test images, each batch corrupted by its own fixed seed (the same patches every epoch)."""
+    def evaluate(self, model, part):
+        """The images of `part`, each batch corrupted by its own fixed seed (the same patches every epoch)."""
         model.eval()
         total = correct = corrupted = 0
-        size = self.config.eval_batch_size
-        for i in range(0, len(self.test_images), size):
+        size, images = self.config.eval_batch_size, self.eval_images[part]
+        for i in range(0, len(images), size):
             rng = np.random.default_rng((self.config.seed, i))
-            images = backend.to_device(self.test_images[i : i + size], self.config.backend)
-            loss, _, chosen, right, _ = self._loss(model, *self._batch(images, rng, train=False))
+            batch = backend.to_device(images[i : i + size], self.config.backend)
+            loss, _, chosen, right, _ = self._loss(model, *self._batch(batch, rng, train=False))
             total += float(loss) * len(chosen)
             correct += right
             corrupted += len(chosen)
-        return {"test_loss": total / corrupted, "test_accuracy": correct / corrupted}
+        return {"loss": total / corrupted, "accuracy": correct / corrupted}
