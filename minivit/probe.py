@@ -15,6 +15,7 @@ the test set.
     train_f, test_f = layer_features(model, train_tokens, 100), layer_features(model, test_tokens, 100)
     rows = probe_layers(train_f, train_labels, test_f, test_labels)   # one row per layer
     report = compare(model, tokens, images, labels, seed=0)         # and against the two baselines
+    few_labels(train_f[l], train_labels, test_f[l], test_labels, per_class=(10, 100), l2=1e-3)  # few labels
 """
 
 import sys
@@ -131,7 +132,31 @@ def best_layer(rows):
     return max(rows, key=lambda r: r["holdout_accuracy"])  # max keeps the first of equals
 
 
-def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_size=100, seed=0):
+def few_labels(train_features, train_labels, test_features, test_labels, per_class, l2, draws=5, seed=0):
+    """The probe with only `per_class` labelled training examples of each class: for each count, `draws`
+    random draws of that many per class (seeded), each fitted at λ = l2 (choose it on the full training
+    set's held-out part: with 10 examples a class there is nothing to hold out) and scored on the test set.
+    train_features (N, F), test_features (M, F)
+
+    returns {count: [test accuracy of each draw]}
+    """
+    labels = _labels(train_labels, len(train_features))
+    num_classes = int(max(labels.max(), np.max(test_labels))) + 1
+    members = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    fewest = min(len(m) for m in members)
+    rng, scores = np.random.default_rng(seed), {}
+    for count in per_class:
+        if not 1 <= count <= fewest:
+            raise ValueError(f"per_class must be between 1 and {fewest} (the fewest examples of a class), got {count}")
+        scores[count] = []
+        for _ in range(draws):
+            chosen = np.concatenate([rng.choice(m, count, replace=False) for m in members])
+            probe = LinearProbe(l2).fit(train_features[chosen], labels[chosen], num_classes)
+            scores[count].append(probe.accuracy(test_features, test_labels))
+    return scores
+
+
+def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_size=100, seed=0, keep_features=False):
     """Probe every layer of a pretrained iGPT and, on the same split with the same code, two baselines:
     the same architecture at its random initialisation (the weights backend.seed(seed) gives, i.e. those
     the pretraining run started from), every layer; and the raw pixels at the model's resolution.
@@ -139,14 +164,16 @@ def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_siz
     tokens, images, labels: {"train": ..., "test": ...} of palette ids (N, T), uint8 images (N, H, W, 3)
     and class ids (N,), the ids and images on the model's backend
     returns {"layers": {"pretrained": rows, "random init": rows, "raw pixels": [row]} (rows as from
-    probe_layers), "timings_s": {phase: seconds}, "peak_memory_mib": {phase: the process's peak so far}}
+    probe_layers), "timings_s": {phase: seconds}, "peak_memory_mib": {phase: the process's peak so far}},
+    and with keep_features, "features": {name: {"train": (L + 1, N, F), "test": ...}} (NumPy float32)
     """
     backend.seed(seed)
     untrained = type(model).from_config(model.config).to(model.backend, model.dtype)
     size = model.config.image_size
-    rows, timings, peaks = {}, {}, {"data": peak_memory_mib()}
+    rows, timings, peaks, kept = {}, {}, {"data": peak_memory_mib()}, {}
 
     def probe(name, features):
+        kept[name] = features
         began = time.perf_counter()
         rows[name] = probe_layers(features["train"], labels["train"], features["test"], labels["test"], holdout, grid)
         timings[f"probe fits, {name}"] = time.perf_counter() - began
@@ -161,7 +188,8 @@ def compare(model, tokens, images, labels, holdout=5000, grid=L2_GRID, batch_siz
     # the pixels as one "layer": (1, N, size²·3)
     probe("raw pixels", {split: backend.to_numpy(downsample(x, size)).reshape(1, len(x), -1).astype(np.float32)
                          for split, x in images.items()})  # fmt: skip
-    return {"layers": rows, "timings_s": timings, "peak_memory_mib": peaks}
+    report = {"layers": rows, "timings_s": timings, "peak_memory_mib": peaks}
+    return {**report, "features": kept} if keep_features else report
 
 
 def peak_memory_mib():

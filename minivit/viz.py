@@ -420,6 +420,49 @@ def plot_completions(originals, completions, samples=None):
     return fig
 
 
+def plot_pixel_attention(attention, size, query, image=None):
+    """Which earlier pixels an iGPT position attends to. attention: one image's weights per layer, averaged
+    over heads, (L, T, T) (query i, key j; key 0 is SOS, key j >= 1 holds pixel j - 1: the input is shifted);
+    query: the position (= the pixel it predicts, in raster order). One panel per layer: each earlier
+    pixel's weight on the size × size grid (the query's pixel and everything after it: no weight), the
+    weight on SOS in the title; image (size, size, 3) uint8 first, the query's pixel marked on it."""
+    attention = to_numpy(attention)
+    panels = len(attention) + (image is not None)
+    fig = Figure(figsize=(2.6 * panels, 2.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    row, col = divmod(query, size)
+    if image is not None:
+        axes[0].imshow(to_numpy(image), interpolation="nearest")
+        axes[0].set_title("the image", fontsize=9)
+    for layer, (ax, weights) in enumerate(zip(axes[panels - len(attention) :], attention, strict=True)):
+        grid = np.full(size * size, np.nan)
+        grid[:query] = weights[query, 1 : query + 1]  # pixels 0 … query-1, read at keys 1 … query
+        shown = ax.imshow(grid.reshape(size, size), cmap="magma", vmin=0, interpolation="nearest")
+        ax.set_title(f"layer {layer}: SOS {weights[query, 0]:.2f}", fontsize=9)
+        fig.colorbar(shown, ax=ax, shrink=0.7)
+    for ax in axes:
+        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"attention of the position predicting pixel ({row}, {col}), mean over heads (cyan: that pixel)",
+                 fontsize=10)  # fmt: skip
+    return fig
+
+
+def plot_position_loss(nats, size):
+    """An iGPT's next-token loss at each position (T,), as the size × size image grid it predicts."""
+    grid = to_numpy(nats).reshape(size, size)
+    fig = Figure(figsize=(5.2, 4.4), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(grid, cmap="viridis", interpolation="nearest")
+    fig.colorbar(shown, ax=ax, label="nats per token")
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    ax.set_title(f"loss at each pixel: first row {grid[0].mean():.2f}, first column {grid[1:, 0].mean():.2f}, "
+                 f"the rest {grid[1:, 1:].mean():.2f}", fontsize=9)  # fmt: skip
+    return fig
+
+
 def plot_palette(centers, columns=32):
     """A palette's K colours (K, 3) in [0, 255] as a swatch, sorted by hue, dark to bright within a hue band."""
     from matplotlib.colors import rgb_to_hsv

@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_bit_identical
 
 import minivit
-from minivit.tasks.igpt import bigram_nats, unigram_nats
+from minivit.tasks.igpt import bigram_nats, mean_nats, position_nats, unigram_nats
 from minivit.train import RECIPES, TrainConfig, load_checkpoint, resume, train
 
 # 8×8 images (64 tokens), a palette of 32 colours, two blocks of width 32: seconds per epoch.
@@ -275,3 +275,15 @@ def test_finetune_command_line_evaluate_and_predict(pretrained, cifar_dir, tmp_p
     assert len(predicted.stdout.splitlines()) == 6 and "%" in predicted.stdout
     refused = minivit_cli("predict", pretrained, image)
     assert refused.returncode == 1 and "predict needs a classifier's" in refused.stderr
+
+
+def test_the_loss_at_each_position_averages_to_the_mean_loss():
+    rng = np.random.default_rng(0)
+    model = minivit.IGPT(image_size=4, vocab_size=8, dim=16, depth=1, heads=2, mlp_dim=32).to("numpy", np.float64)
+    tokens = rng.integers(0, 8, (10, 16))
+    per_position = position_nats(model, tokens, batch_size=3)
+    assert per_position.shape == (16,)
+    assert per_position.mean() == pytest.approx(mean_nats(model, tokens, batch_size=4), rel=1e-12)
+    logits = model(tokens[:, :1])  # position 0's distribution depends on SOS alone
+    log_p = logits[:, 0] - np.log(np.exp(logits[:, 0]).sum(axis=1, keepdims=True))
+    assert per_position[0] == pytest.approx(-log_p[np.arange(10), tokens[:, 0]].mean(), rel=1e-12)

@@ -6,7 +6,7 @@ import pytest
 
 from minivit import backend
 from minivit.models import IGPT
-from minivit.probe import LinearProbe, best_layer, choose_l2, layer_features, probe_layers
+from minivit.probe import LinearProbe, best_layer, choose_l2, few_labels, layer_features, probe_layers
 
 
 def blobs(n, features, classes, spread, seed=0):
@@ -110,3 +110,20 @@ def test_the_best_layer_is_chosen_on_held_out_accuracy_never_on_test_accuracy():
     rows = probe_layers(np.stack([noise, x])[:, :400], y[:400], np.stack([noise, x])[:, 400:], y[400:], holdout=100,
                         grid=(1e-3, 1e-1))  # fmt: skip
     assert best_layer(rows)["layer"] == 1 and rows[1]["holdout_accuracy"] > rows[0]["holdout_accuracy"]
+
+
+def test_few_labels_draws_that_many_of_each_class_and_learns_more_from_more(monkeypatch):
+    x, y = blobs(2000, 20, 5, spread=3.5, seed=1)  # overlapping: a handful of labels is not enough
+    fitted = []
+    real_fit = LinearProbe.fit
+    monkeypatch.setattr(LinearProbe, "fit", lambda self, f, labels, *a, **k: fitted.append(np.bincount(labels, minlength=5))
+                        or real_fit(self, f, labels, *a, **k))  # fmt: skip
+    scores = few_labels(x[:1500], y[:1500], x[1500:], y[1500:], per_class=(1, 5, 100), l2=1e-2, draws=4, seed=0)
+    assert list(scores) == [1, 5, 100] and all(len(s) == 4 for s in scores.values())
+    assert [f.tolist() for f in fitted] == [[1] * 5] * 4 + [[5] * 5] * 4 + [[100] * 5] * 4
+    assert np.mean(scores[1]) < np.mean(scores[5]) < np.mean(scores[100])
+    assert len(set(scores[1])) > 1, "each draw is another set of labelled examples"
+    again = few_labels(x[:1500], y[:1500], x[1500:], y[1500:], per_class=(1, 5, 100), l2=1e-2, draws=4, seed=0)
+    assert again == scores  # seeded
+    with pytest.raises(ValueError, match=r"per_class must be between 1 and \d+ \(the fewest examples of a class\)"):
+        few_labels(x[:100], y[:100], x[1500:], y[1500:], per_class=(1000,), l2=1e-2)

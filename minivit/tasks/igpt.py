@@ -44,6 +44,18 @@ def mean_nats(model, tokens, batch_size):
     return total / len(tokens)
 
 
+def position_nats(model, tokens, batch_size):
+    """Each position's next-token cross-entropy (nats), averaged over the images: ids (N, T) -> NumPy (T,),
+    in eval mode, in batches. Where in the image the model is unsure: its mean is mean_nats."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i : i + batch_size]
+        _, (log_probs, target) = next_token_loss(model(batch), batch)  # (B·T, K) each
+        total += backend.to_numpy(-(target * log_probs).sum(axis=1)).reshape(batch.shape).astype(np.float64).sum(axis=0)
+    return total / len(tokens)
+
+
 def unigram_nats(train, test, k):
     """Cross-entropy (nats per token) of test ids under the add-one-smoothed frequencies of train ids."""
     xp = backend.array_module(train)
