@@ -86,7 +86,8 @@ def test_fine_tuning_at_a_higher_resolution(cifar_dir, tmp_path):
 
     results = experiments.run("resolution", tmp_path, size="ci", seeds=(0,), data_dir=cifar_dir, progress=False,
                               log=lambda _: None)  # fmt: skip
-    assert list(results["rows"]) == ["then 1 epoch more at 32 px", "then 1 epoch at 48 px (CIFAR upsampled)"]
+    assert list(results["rows"]) == ["then 1 epoch more at 32 px", "then 1 epoch at 48 px (CIFAR upsampled)",
+                                     "then 1 epoch more at 32 px, lr 2e-3", "then 1 epoch at 48 px, lr 2e-3"]
     model = load_checkpoint(tmp_path / "resolution" / "then-1-epoch-at-48-px-cifar-upsampled" / "seed0" /
                             "checkpoint.npz")[0]  # fmt: skip
     assert model.config.image_size == 48 and model.pos_embed.shape == (1, 1 + 144, 16)
