@@ -191,14 +191,17 @@ def cmd_train(args):
         print(f"training recipe {recipe!r} in {run_dir}")
         history = train(config, run_dir, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
     last, best = history[-1], best_epoch(history)
-    if "test_accuracy" in last:
+    metric, fmt = ("accuracy", ".2%") if "test_accuracy" in last else ("loss", ".4f")
+    if metric == "accuracy":
         result = f"test accuracy {last['test_accuracy']:.2%}"
-        chosen = best and f"best validation accuracy {best['val_accuracy']:.2%} at epoch {best['epoch']}: test {best['test_accuracy']:.2%}"
     else:
         result = f"test {last['test_loss']:.4f} nats per token ({last['test_loss'] / np.log(2):.3f} bits)"
-        chosen = best and f"best validation loss {best['val_loss']:.4f} at epoch {best['epoch']}: test {best['test_loss']:.4f}"
-    result_best = chosen or "no validation images to choose an epoch on (--val-size)"
-    print(f"done: {result} after {last['epoch']} epochs ({result_best}), {last['elapsed_s'] / 60:.1f} min")
+    if best is None:
+        chosen = "no validation images to choose an epoch on (--val-size)"
+    else:
+        val, test = best[f"val_{metric}"], best[f"test_{metric}"]
+        chosen = f"best validation {metric} {val:{fmt}} at epoch {best['epoch']}: test {test:{fmt}}"
+    print(f"done: {result} after {last['epoch']} epochs ({chosen}), {last['elapsed_s'] / 60:.1f} min")
 
 
 def cmd_evaluate(args):

@@ -173,8 +173,9 @@ def table(results):
     """The results as a markdown table: each row's validation and test accuracy, mean and range over the seeds;
     the row chosen on validation marked."""
     seeds = ", ".join(map(str, results["seeds"]))
-    lines = [f"{results['title']}: accuracy over seeds {seeds} (size {results['size']}; trained by {'; '.join(results['code'])})",
-             "", "| | validation: mean | range | test: mean | range | test per seed |",
+    trained_by = "; ".join(results["code"])
+    lines = [f"{results['title']}: accuracy over seeds {seeds} (size {results['size']}; trained by {trained_by})", "",
+             "| | validation: mean | range | test: mean | range | test per seed |",
              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     chosen = best_row(results)
     for label, scores in results["rows"].items():

@@ -228,8 +228,7 @@ class Classify(ClassificationMetrics):
         self.train_images = resize(backend.to_device(data.train_images, config.backend), size)
         self.train_labels = backend.to_device(data.train_labels, config.backend)
         self.eval_parts = eval_parts(data)
-        self.eval_images = {part: resize(getattr(data, f"{part}_images"), size) for part in self.eval_parts}
-        self.eval_labels = {part: getattr(data, f"{part}_labels") for part in self.eval_parts}
+        self.eval_sets = {part: (resize(data.part(part)[0], size), data.part(part)[1]) for part in self.eval_parts}
         self.aug = config.augment_options()
         self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
         self.arrays = {}
@@ -245,8 +244,8 @@ class Classify(ClassificationMetrics):
         return loss, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
 
     def evaluate(self, model, part):
-        metrics = evaluate(model, self.eval_images[part], self.eval_labels[part], self.spec.mean, self.spec.std,
-                           self.config.eval_batch_size)  # fmt: skip
+        images, labels = self.eval_sets[part]
+        metrics = evaluate(model, images, labels, self.spec.mean, self.spec.std, self.config.eval_batch_size)
         return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
 
 

@@ -91,7 +91,7 @@ def test_without_a_train_subset_the_validation_images_are_left_out_of_training(c
     task = minivit.train.Classify(config, minivit.data.split(data, 0, 5000, 500))
     assert task.num_train == 45_000 and task.eval_parts == ("val", "test")
     np.testing.assert_array_equal(task.train_images, data.train_images[:45_000])
-    np.testing.assert_array_equal(task.eval_images["val"], data.train_images[45_000:])
+    np.testing.assert_array_equal(task.eval_sets["val"][0], data.train_images[45_000:])
 
 
 def test_plain_ops_train_like_the_kernels(reference, cifar_dir, tmp_path):

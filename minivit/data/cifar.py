@@ -118,6 +118,10 @@ class Split(NamedTuple):
     test_labels: np.ndarray  # (N_test,) int64
     classes: tuple
 
+    def part(self, name):
+        """(images, labels) of "train", "val" or "test"."""
+        return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+
 
 def split(data, train_subset=0, val_size=0, test_subset=0):
     """A Dataset split for one run: the validation set is the *last* `val_size` training images, the

@@ -6,7 +6,6 @@ batch becomes a loss and gradients, how it is evaluated, and what else a checkpo
 """
 
 
-
 def eval_parts(data):
     """The parts of a data.Split a task scores after every epoch: the validation images when the run
     holds some out (TrainConfig.val_size), then the test images."""

@@ -52,7 +52,8 @@ def position_nats(model, tokens, batch_size):
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i : i + batch_size]
         _, (log_probs, target) = next_token_loss(model(batch), batch)  # (B·T, K) each
-        total += backend.to_numpy(-(target * log_probs).sum(axis=1)).reshape(batch.shape).astype(np.float64).sum(axis=0)
+        nats = backend.to_numpy(-(target * log_probs).sum(axis=1)).reshape(batch.shape)  # (B, T)
+        total += nats.astype(np.float64).sum(axis=0)
     return total / len(tokens)
 
 
@@ -111,8 +112,8 @@ class _TokenTask:
                                   sample_size=config.palette_sample or DEFAULT_PALETTE_SAMPLE)  # fmt: skip
         self.train_tokens = palette.quantize(train).reshape(len(train), -1)  # (N, T) int16
         self.eval_parts = eval_parts(data)
-        self.eval_tokens = {part: tokenize(backend.to_device(getattr(data, f"{part}_images"), config.backend),
-                                           self.size, palette) for part in self.eval_parts}  # fmt: skip
+        self.eval_tokens = {part: tokenize(backend.to_device(data.part(part)[0], config.backend), self.size, palette)
+                            for part in self.eval_parts}  # fmt: skip
         self.meta = {"classes": list(data.classes)}
         self.arrays = {"palette.centers": backend.to_numpy(palette.centers)}
 
@@ -186,8 +187,7 @@ class Finetune(ClassificationMetrics, _TokenTask):
     def __init__(self, config, data, arrays=None):
         super().__init__(config, data, arrays)
         self.train_labels = backend.to_device(data.train_labels, config.backend)
-        self.eval_labels = {part: backend.to_device(getattr(data, f"{part}_labels"), config.backend)
-                            for part in self.eval_parts}  # fmt: skip
+        self.eval_labels = {part: backend.to_device(data.part(part)[1], config.backend) for part in self.eval_parts}
 
     def train_step(self, model, idx, rng):
         """Forward, loss and backward of one batch (idx: its image indices). returns loss, {"correct"}"""

@@ -41,7 +41,7 @@ class MaskedPatches(ClassificationMetrics):
         self.num_train = len(data.train_images)
         self.train_images = backend.to_device(data.train_images, config.backend)
         self.eval_parts = eval_parts(data)
-        self.eval_images = {part: getattr(data, f"{part}_images") for part in self.eval_parts}
+        self.eval_images = {part: data.part(part)[0] for part in self.eval_parts}
         model = config.model_config(spec.num_classes)
         self.pixel_patch = model.patch_size << model.stem  # a patch's side in pixels (hybrid: of the stem's map)
         self.meta, self.arrays = {"classes": list(data.classes)}, {}
