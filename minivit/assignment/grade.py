@@ -136,8 +136,8 @@ def template(set_name, root=REPO):
     """The reference (this checkout, when it holds the set's solution regions) or the handout of the
     student folder this tool lives in."""
     own = read_sources(root)
-    regions = {f"{path}::{r.names[0]}" for path, text in own.items() if not path.startswith(TOOL)
-               for r in markers.python_regions(text, path)}  # fmt: skip
+    code = {path: text for path, text in own.items() if not path.startswith(TOOL) and path.endswith(".py")}
+    regions = {f"{path}::{r.names[0]}" for path, text in code.items() for r in markers.python_regions(text, path)}
     if all(region in regions for item in SETS[set_name].items for region in item.code if "::" in region):
         return Template(own, True)
     handout = Path(root) / HANDOUT

@@ -129,15 +129,18 @@ def _keep_answers_at_autograde(course, set_name, files):
 
 
 def read_sources(root):
-    """{path: text} of every .py file of the package under root (the template a folder or a copy is made from)."""
-    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted((Path(root) / "minivit").rglob("*.py"))}
+    """{path: text} of every .py file of the package under root (the template a folder or a copy is made from),
+    and of the data files it reads (the README's results, which notebooks 05-07 show)."""
+    package_dir = Path(root) / "minivit"
+    files = [*sorted(package_dir.rglob("*.py")), *sorted((package_dir / "results").glob("*.json"))]
+    return {p.relative_to(root).as_posix(): p.read_text() for p in files}
 
 
 def package(sources, blanks):
     """{path: text} of the package with the regions in `blanks` ({region: hint}) stubbed, the other regions'
     markers removed, and the kernels standing in for a blanked function gone; the assignment tool's own
     files (which describe the markers and hold none) as they are."""
-    code = {path: text for path, text in sources.items() if not path.startswith(TOOL)}
+    code = {path: text for path, text in sources.items() if not path.startswith(TOOL) and path.endswith(".py")}
     blanked_here = {}
     for path, text in code.items():
         functions = {r.names[0] for r in markers.python_regions(text, path)}
@@ -150,7 +153,7 @@ def package(sources, blanks):
     if missing:
         raise ValueError(f"the sets name solution regions in files that do not exist: {missing}")
     removed = _kernels_to_remove(code, blanked_here)
-    out = {path: text for path, text in sources.items() if path.startswith(TOOL)}
+    out = {path: text for path, text in sources.items() if path.startswith(TOOL) or not path.endswith(".py")}
     for path, text in code.items():
         if path in removed:
             continue
