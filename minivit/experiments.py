@@ -126,17 +126,21 @@ def run(name, out="runs/experiments", size="full", seeds=(0, 1), data_dir=None, 
         for seed in seeds:
             config = row_config(experiment, row, size, seed, folder)
             run_dir = folder / slug(row.label) / f"seed{seed}"
-            history = _finished(run_dir, config)
-            if history is None:
+            state = _finished(run_dir, config)
+            if state is None:
                 log(f"{name}: {row.label}, seed {seed} -> {run_dir}")
                 kwargs = {"data_dir": data_dir, "source": source, "progress": progress}
                 exists = (run_dir / "checkpoint.npz").is_file()
-                history = resume(run_dir, **kwargs) if exists else train(config, run_dir, **kwargs)
-            code.update(_code(run_dir))
+                if exists:
+                    resume(run_dir, **kwargs)
+                else:
+                    train(config, run_dir, **kwargs)
+                state = _finished(run_dir, config)  # what the run recorded, read back
+            code.update(state.get("code", []))  # the versions and CPUs that trained it (none before they were kept)
             if row.reported:
                 final = finals.setdefault(row.label, {"val": [], "test": []})
-                final["val"].append(history[-1]["val_accuracy"])
-                final["test"].append(history[-1]["test_accuracy"])
+                final["val"].append(state["history"][-1]["val_accuracy"])
+                final["test"].append(state["history"][-1]["test_accuracy"])
     results = {"experiment": name, "title": experiment.title, "paper": experiment.paper, "size": size,
                "seeds": list(seeds), "code": sorted(code), "rows": finals}  # fmt: skip
     _write(folder, results)
@@ -144,8 +148,8 @@ def run(name, out="runs/experiments", size="full", seeds=(0, 1), data_dir=None, 
 
 
 def _finished(run_dir, config):
-    """The metrics of a finished run in run_dir, or None; a ValueError when the run there was trained with
-    other settings than the row's (the table was changed since: it must not mix the two)."""
+    """The training state (history, code) of a finished run in run_dir, or None; a ValueError when the run
+    there was trained with other settings than the row's (the table was changed since: it must not mix the two)."""
     path = run_dir / "checkpoint.npz"
     if not path.is_file():
         return None
@@ -156,12 +160,7 @@ def _finished(run_dir, config):
         settings = ", ".join(f"{k} {meta['train'].get(k)!r} (now {wanted.get(k)!r})" for k in changed)
         raise ValueError(f"{run_dir} was trained with other settings than this row has: {settings}; delete that "
                          f"folder to train the row again, or give another --out")  # fmt: skip
-    return meta["state"]["history"] if meta["state"]["epoch"] >= config.epochs else None
-
-
-def _code(run_dir):
-    """The minivit versions and CPUs that trained the run in run_dir (none recorded before they were)."""
-    return load_checkpoint(run_dir / "checkpoint.npz")[1]["state"].get("code", [])
+    return meta["state"] if meta["state"]["epoch"] >= config.epochs else None
 
 
 def best_row(results):

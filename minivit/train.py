@@ -228,7 +228,10 @@ class Classify(ClassificationMetrics):
         self.train_images = resize(backend.to_device(data.train_images, config.backend), size)
         self.train_labels = backend.to_device(data.train_labels, config.backend)
         self.eval_parts = eval_parts(data)
-        self.eval_sets = {part: (resize(data.part(part)[0], size), data.part(part)[1]) for part in self.eval_parts}
+        self.eval_sets = {}  # {part: (images at the model's size, labels)}
+        for part in self.eval_parts:
+            images, labels = data.part(part)
+            self.eval_sets[part] = (resize(images, size), labels)
         self.aug = config.augment_options()
         self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
         self.arrays = {}

@@ -26,7 +26,6 @@ What the child can still do (it runs as the grader's user) is in sandbox.py and 
 import builtins
 import csv
 import functools
-from collections import Counter
 import io
 import json
 import re
@@ -36,6 +35,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 

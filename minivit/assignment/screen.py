@@ -15,12 +15,13 @@ import ast
 import textwrap
 
 ALLOWED_IMPORTS = ("numpy", "math", "minivit", "scipy.special")
+COMPLEX = "complex numbers (a complex step is numerical differentiation)"
 NOT_IMPORTED = ("minivit.assignment", "minivit.gradcheck", "numpy.ctypeslib", "numpy.lib.npyio")
 NOT_IN_AN_ANSWER = {
     "gradcheck": "the gradient check's helpers",
     "numerical_gradient": "numerical differentiation",
     "relative_error": "the gradient check's helpers",
-    "emath": "complex numbers (a complex step is numerical differentiation)",
+    "emath": COMPLEX,
     "__import__": "importing", "importlib": "importing", "exec": "running code from text",
     "eval": "running code from text", "compile": "running code from text", "open": "files", "os": "the system",
     "sys": "the interpreter", "subprocess": "processes", "ctypes": "C calls", "ctypeslib": "C calls",
@@ -59,7 +60,7 @@ def problem(lines, function):
                     return f"imports {module or '.'}: an answer needs only numpy, math and minivit's functions"
             for alias in node.names:
                 if alias.name in NOT_IN_AN_ANSWER or "complex" in alias.name.lower():
-                    return f"uses {alias.name} ({NOT_IN_AN_ANSWER.get(alias.name, 'complex numbers')}), which an answer may not"
+                    return f"uses {alias.name} ({NOT_IN_AN_ANSWER.get(alias.name, COMPLEX)}), which an answer may not"
         if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name.startswith("__"):
             return f"defines {node.name}: an answer does not look behind objects"
         name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
@@ -67,7 +68,7 @@ def problem(lines, function):
             if name in NOT_IN_AN_ANSWER:
                 return f"uses {name} ({NOT_IN_AN_ANSWER[name]}), which an answer may not"
             if "complex" in name.lower():
-                return f"uses {name}: complex numbers (a complex step is numerical differentiation)"
+                return f"uses {name}: {COMPLEX}"
             if name.startswith("__") and name.endswith("__"):
                 return f"uses {name}: an answer does not look behind objects"
             if backward and (name.endswith("_forward") or name == "forward"):

@@ -2,8 +2,9 @@
 
 It runs one check of checks.py on the copy's package (the student's answer in it) and writes what
 came out to answer.npz (arrays only: the grader loads it with allow_pickle=False), or what went
-wrong to error.json (of which the grader shows only what cannot carry an answer out: see grade.py). Nothing here is trusted: the student's code runs in this process and may change
-any of it; the grader only reads the two files, as data.
+wrong to error.json (of which the grader shows only what cannot carry an answer out: see grade.py).
+Nothing here is trusted: the student's code runs in this process and may change any of it; the grader
+only reads the two files, as data.
 """
 
 import json

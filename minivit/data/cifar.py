@@ -138,11 +138,11 @@ def split(data, train_subset=0, val_size=0, test_subset=0):
     for name, value in (("train_subset", train_subset), ("val_size", val_size), ("test_subset", test_subset)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+    if val_size >= n:
+        raise ValueError(f"val_size {val_size} leaves none of the {n} training images to train on")
     if train_subset > n - val_size:
         held = f" and the {val_size} validation images (the last ones) leave {n - val_size}" if val_size else ""
         raise ValueError(f"train_subset {train_subset} is more than the {n} training images there are{held}")
-    if val_size >= n:
-        raise ValueError(f"val_size {val_size} leaves none of the {n} training images to train on")
     if test_subset > len(data.test_images):
         raise ValueError(f"test_subset {test_subset} is more than the {len(data.test_images)} test images there are")
     n_train, n_test = train_subset or n - val_size, test_subset or len(data.test_images)

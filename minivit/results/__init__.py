@@ -21,7 +21,6 @@ def names():
 
 def load(name):
     """The full-size result `name` (one of names()) as a dict."""
-    path = FOLDER / f"{name}.json"
-    if not path.is_file():
+    if name not in names():  # a name, never a path
         raise ValueError(f"no full-size result {name!r}; expected one of {names()}")
-    return json.loads(path.read_text())
+    return json.loads((FOLDER / f"{name}.json").read_text())
