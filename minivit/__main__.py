@@ -28,7 +28,7 @@ from . import backend, experiments
 from .data import DataError, load_cifar, normalize
 from .data.palette import Palette
 from .data.resize import resize
-from .nn.module import atomic_file
+from .atomic import atomic_file
 from .probe import L2_GRID, best_layer, compare
 from .tasks import best_epoch
 from .tasks.igpt import classify_tokens, mean_nats, tokenize

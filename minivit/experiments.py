@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .nn.module import atomic_file
+from .atomic import atomic_file
 from .train import RECIPES, load_checkpoint, resume, train
 from .viz import plot_experiment
 

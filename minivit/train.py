@@ -39,11 +39,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import backend, ops
+from .atomic import atomic_file, save_npz, write_text
 from .data import augment, epoch_batches, load_cifar, normalize, split
 from .data.cifar import get_spec
 from .data.resize import resize
 from .models import ViT, preset
-from .nn.module import atomic_file, save_npz
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .tasks import ClassificationMetrics, eval_parts
 from .tasks.igpt import Finetune, Pretrain
@@ -274,7 +274,7 @@ def train(config, run_dir, data_dir=None, source=None, progress=True):
         _start_from(model, init, config.init)
     model.to(config.backend, config.dtype)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(run_dir / "config.json", json.dumps({"train": asdict(config), "model": asdict(model_config)}, indent=2))
+    write_text(run_dir / "config.json", json.dumps({"train": asdict(config), "model": asdict(model_config)}, indent=2))
     state = {"epoch": 0, "step": 0, "sums": _epoch_sums(task), "elapsed": 0.0, "history": []}
     return _run(config, task, model, _optimizer(config, model), state, run_dir, progress)
 
@@ -399,7 +399,7 @@ def _run(config, task, model, optimizer, state, run_dir, progress):
         arrays |= task.arrays
         arrays["meta"] = np.array(json.dumps({**meta, "state": state}))
         save_npz(run_dir / "checkpoint.npz", arrays)
-        _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
+        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
 
     stop = _CtrlC()
     with stop:
@@ -527,11 +527,6 @@ class _CtrlC:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _write_text(path, text):
-    with atomic_file(path) as f:
-        f.write(text.encode())
 
 
 def _plot(history, path, baselines=None):

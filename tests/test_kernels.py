@@ -61,14 +61,32 @@ def arrays(tree):
     return []
 
 
+def switched(function, enabled):
+    """function, run with the kernels turned on (True) or off."""
+
+    def run(*args, **kwargs):
+        before = kernels.enabled()
+        kernels.set_enabled(enabled)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            kernels.set_enabled(before)
+
+    return run
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("name, forward, backward, shapes, kwargs", CASES, ids=[c[0] for c in CASES])
 def test_kernel_equals_its_op(name, forward, backward, shapes, kwargs, dtype):
     rng = np.random.default_rng(0)
     scale = [1.0] + [0.2] * (len(shapes) - 1)  # weights small enough that attention is not one-hot
     inputs = [(rng.standard_normal(s) * c).astype(dtype) for s, c in zip(shapes, scale, strict=True)]
-    plain = (forward.__wrapped__, backward.__wrapped__)
-    fast = (forward.kernel, backward.kernel)
+    if hasattr(forward, "kernel"):
+        plain = (forward.__wrapped__, backward.__wrapped__)
+        fast = (forward.kernel, backward.kernel)
+    else:  # attention: its core (ops.attention_core and its backward) has the kernel; the op with it off and on
+        plain = (switched(forward, False), switched(backward, False))
+        fast = (switched(forward, True), switched(backward, True))
 
     out, cache = plain[0](*inputs, **kwargs)
     out_fast, cache_fast = fast[0](*inputs, **kwargs)
@@ -108,6 +126,29 @@ def test_switch_chooses_the_path(monkeypatch):
     assert calls == ["kernel", "plain", "kernel"]
 
 
+def test_a_kernel_leaves_what_it_does_not_handle_to_its_op(monkeypatch):
+    """Relative attention (a bias on the scores): the attention kernels return NotImplemented, and the
+    op's plain core runs, forward and backward, with the same result as with the kernels off."""
+    rng = np.random.default_rng(0)
+    b, t, d = 2, 5, 8
+    inputs = [rng.standard_normal(s) for s in ((b, t, d), (d, 3 * d), (3 * d,), (d, d), (d,))]
+    rel = rng.standard_normal((2 * t - 1, d))
+    dout = rng.standard_normal((b, t, d))
+    plain = []
+    for op in (ops.attention_core, ops.attention_core_backward):
+        real = op.__wrapped__
+        monkeypatch.setattr(op, "__wrapped__", lambda *a, real=real, **k: plain.append(real.__name__) or real(*a, **k))
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "_enabled", enabled)
+        out, cache = ops.attention_forward(*inputs, num_heads=2, causal=True, rel=rel)
+        results[enabled] = [out, *ops.attention_backward(dout, cache)]
+    assert plain == ["attention_core", "attention_core_backward"] * 2
+    assert len(results[True]) == 7  # out, then dx, dw_qkv, db_qkv, dw_out, db_out, drel
+    for i, (kernel, op) in enumerate(zip(results[True], results[False], strict=True)):
+        assert relative_error(kernel, op) < TOLERANCE[np.float64], f"output {i}"
+
+
 def test_environment_variable_turns_the_kernels_off():
     code = "import minivit; print(minivit.kernels.enabled())"
     for value, expected in (("0", "False"), ("1", "True")):
@@ -135,6 +176,11 @@ def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, threads):
     d = rng.standard_normal((5, 7, 12)).astype(np.float32)
     w = [rng.standard_normal(s).astype(np.float32) for s in ((12, 36), (36,), (12, 12), (12,))]
     k = kernels
+    qkv = ops.attention_forward(x, *w, num_heads=3)[1].qkv  # (3, 5, 3, 7, 4): q, k, v per head
+
+    def attention_core(qkv):
+        attn, heads = k.attention.attention_core(qkv, causal=True)
+        return heads, ops.AttentionCache(qkv, attn, qkv.shape[-1] ** -0.5, None, None)
 
     def run_all():
         results = {}
@@ -144,8 +190,8 @@ def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, threads):
             ("layernorm", k.layernorm.layernorm_forward, k.layernorm.layernorm_backward, (x, w[1][:12], w[3])),
             ("softmax", k.softmax.softmax_forward, k.softmax.softmax_backward, (x,)),
             ("softmax axis 1", lambda a: k.softmax.softmax_forward(a, axis=1), k.softmax.softmax_backward, (x,)),
-            ("attention", lambda a: k.attention.attention_forward(a, *w, num_heads=3, causal=True),
-             k.attention.attention_backward, (x,)),
+            ("attention", attention_core, lambda dout, cache: k.attention.attention_core_backward(dout, cache)[0],
+             (qkv,)),
         ):  # fmt: skip
             out, cache = fwd(*args)
             grads = bwd(d, cache)

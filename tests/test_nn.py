@@ -212,7 +212,7 @@ def test_softmax_is_stable_for_large_logits():
 def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path, umask, mode):
     """A checkpoint or cache an instructor writes must be readable by students where the umask says so
     (the temporary file it is renamed from starts at 0600); a file written over keeps its own mode."""
-    from minivit.nn.module import atomic_file
+    from minivit.atomic import atomic_file
 
     previous = os.umask(umask)
     try:

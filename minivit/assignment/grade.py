@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..gradcheck import relative_error
-from ..nn.module import atomic_file
+from ..atomic import atomic_file
 from . import checks, markers, sandbox, screen
 from .make import HANDOUT, REPO, TOOL, hints, package, read_sources, write
 from .sets import SETS

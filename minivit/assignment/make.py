@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..nn.module import atomic_file
+from ..atomic import atomic_file
 from . import markers
 from .sets import SETS
 

@@ -102,10 +102,10 @@ SETS = {
                 "minivit/ops/softmax.py::softmax_backward": "softmax_backward: dx (the shape of dout) from dout "
                     "and the output y, along `axis`; no Jacobian matrix needed",
             }, (Part("softmax_backward", 10, "softmax_backward", (GRADIENT + "test_softmax",)),)),
-            Item("attention", "attention_backward, with the causal mask and relative attention", {
-                "minivit/ops/attention.py::attention_backward": "attention_backward: dx (B, T, D), dw_qkv (D, 3D), "
-                    "db_qkv (3D,), dw_out (D, D), db_out (D,) [and drel (2T - 1, D) when cache.rel is set]; "
-                    "work per head (B, H, T, Dh) and reuse linear_backward and softmax_backward",
+            Item("attention", "attention_core_backward, with the causal mask and relative attention", {
+                "minivit/ops/attention.py::attention_core_backward": "attention_core_backward: dqkv (B, T, 3D) "
+                    "from dheads (B, T, D) [and drel (2T - 1, D) when cache.rel is set, else None]; work per "
+                    "head (B, H, T, Dh) and reuse softmax_backward",
             }, (
                 Part("full", 8, "attention_full", (GRADIENT + "test_attention",), "full"),
                 Part("causal", 6, "attention_causal", (GRADIENT + "test_attention",), "causal"),

@@ -15,7 +15,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from ..nn.module import atomic_file
+from ..atomic import atomic_file
 from .grade import MANIFEST, answer_files, read_answers, set_of, template
 from .make import REPO, read_sources
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..nn.module import atomic_file, save_npz
+from ..atomic import atomic_file, save_npz
 
 
 class DataError(Exception):

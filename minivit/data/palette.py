@@ -17,7 +17,7 @@ come from a NumPy Generator, so a seed gives the same palette on either.
 import numpy as np
 
 from .. import backend
-from ..nn.module import atomic_file, save_npz
+from ..atomic import atomic_file, save_npz
 
 _BLOCK_ENTRIES = 1 << 22  # distances computed per block: (rows × K) entries, 16 MiB in float32
 

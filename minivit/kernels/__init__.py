@@ -14,8 +14,10 @@ An op opts in with a decorator; nothing else in the package knows two versions e
         ...the plain math...
 
 The kernel runs when the switch is on (the default) and the op's first argument is a NumPy array;
-CuPy always runs the plain op (the GPU is the parallel machine). Turn the kernels off with
-MINIVIT_KERNELS=0 in the environment or `minivit.kernels.set_enabled(False)`: the model then
+a kernel returns NotImplemented for inputs it does not handle, and the op runs instead. CuPy always
+runs the plain op (the GPU is the parallel machine). The kernels import nothing from the ops (an op
+hands its kernel the arrays and the cache it needs), so they sit below them. Turn the kernels off
+with MINIVIT_KERNELS=0 in the environment or `minivit.kernels.set_enabled(False)`: the model then
 computes with exactly the code a student reads, a little slower.
 """
 
@@ -46,7 +48,9 @@ def accelerated(kernel):
         @functools.wraps(op)  # so `ops.foo??` shows the plain op's source
         def dispatch(*args, **kwargs):
             if _enabled and isinstance(args[0], np.ndarray):
-                return dispatch.kernel(*args, **kwargs)
+                result = dispatch.kernel(*args, **kwargs)
+                if result is not NotImplemented:
+                    return result
             return dispatch.__wrapped__(*args, **kwargs)
 
         dispatch.kernel = kernel

@@ -1,4 +1,5 @@
-"""The attention core's CPU kernel: the same result as ops.attention, in blocks of images on every core.
+"""The attention core's CPU kernel: the same result as ops.attention_core and attention_core_backward (the
+attention between the q/k/v and output projections), in blocks of images on every core.
 
 What it does differently, and why it is faster:
 - the (B, H, T, T) scores are the biggest arrays of a block; the kernel takes a few images at a
@@ -9,6 +10,8 @@ What it does differently, and why it is faster:
 - the backward writes dq, dk, dv straight into one (B, T, 3, H, Dh) buffer, the layout of the
   q/k/v projection's output, so that projection's backward is one matmul with no concatenation.
 
+Relative attention (a bias on the scores) it leaves to the op: it returns NotImplemented for it.
+
 The blocks run on the pool's threads only while each head's (T × Dh) · (Dh × T) products are small
 (T²·Dh < 2¹⁹, as for the ViT's 65 tokens). Bigger products OpenBLAS spreads over the cores itself,
 and two pool threads calling it at once make its threads contend: at iGPT's 256 tokens the pooled
@@ -18,29 +21,23 @@ they run faster than it.
 
 import numpy as np
 
-from ..ops import attention as op
-from ..ops.linear import linear_backward, linear_forward
 from .blocks import map_blocks
 from .softmax import softmax_rows, softmax_rows_backward
 
 _POOLED_PRODUCTS_BELOW = 1 << 19  # T²·Dh multiply-adds per head product; see the module docstring
 
 
-def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, rel=None):
-    """Same signature, result and cache as ops.attention_forward (relative attention: the op itself)."""
-    if rel is not None:
-        return op.attention_forward.__wrapped__(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal, rel)
-    b, t, d = op.attention_shapes(x, w_qkv, num_heads)
-    dh = d // num_heads
+def attention_core(qkv, causal, bias=None):
+    """Same signature and result as ops.attention_core."""
+    if bias is not None:
+        return NotImplemented
+    q, k, v = qkv  # each (B, H, T, Dh)
+    _, b, num_heads, t, dh = qkv.shape
     scale = dh**-0.5
-
-    qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)  # (B, T, 3D)
-    qkv = qkv.reshape(b, t, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh), a view
-    q, k, v = qkv
-    attn = np.empty((b, num_heads, t, t), dtype=x.dtype)
-    heads = np.empty((b, t, num_heads, dh), dtype=x.dtype)  # the heads side by side: [SA_1; ...; SA_H]
+    attn = np.empty((b, num_heads, t, t), dtype=qkv.dtype)
+    heads = np.empty((b, t, num_heads, dh), dtype=qkv.dtype)  # the heads side by side: [SA_1; ...; SA_H]
     if causal:
-        future = np.triu(np.full((t, t), -np.inf, dtype=x.dtype), k=1)
+        future = np.triu(np.full((t, t), -np.inf, dtype=qkv.dtype), k=1)
 
     def images(i):  # a block of the batch, in cache from scores to output
         scores = q[i] @ k[i].swapaxes(-1, -2)  # (b, H, T, T)
@@ -50,21 +47,18 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, re
         softmax_rows(scores.reshape(-1, t), attn[i].reshape(-1, t))
         np.matmul(attn[i], v[i], out=heads[i].transpose(0, 2, 1, 3))  # (b, H, T, Dh)
 
-    map_blocks(images, b, num_heads * t * t * x.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
-    out, out_cache = linear_forward(heads.reshape(b, t, d), w_out, b_out)
-    return out, op.AttentionCache(qkv, attn, scale, qkv_cache, out_cache)
+    map_blocks(images, b, num_heads * t * t * qkv.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
+    return attn, heads.reshape(b, t, num_heads * dh)
 
 
-def attention_backward(dout, cache):
-    """Same signature and result as ops.attention_backward (relative attention: the op itself)."""
+def attention_core_backward(dheads, cache):
+    """Same signature and result as ops.attention_core_backward."""
     if cache.rel is not None:
-        return op.attention_backward.__wrapped__(dout, cache)
+        return NotImplemented
     q, k, v = cache.qkv
     _, b, h, t, dh = cache.qkv.shape
-
-    dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
     dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh), a view
-    dqkv = np.empty((b, t, 3, h, dh), dtype=dout.dtype)
+    dqkv = np.empty((b, t, 3, h, dh), dtype=dheads.dtype)
     dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)  # each (B, H, T, Dh), views into dqkv
 
     def images(i):
@@ -76,6 +70,5 @@ def attention_backward(dout, cache):
         np.matmul(dscores, k[i], out=dq[i])
         np.matmul(dscores.swapaxes(-1, -2), q[i], out=dk[i])
 
-    map_blocks(images, b, h * t * t * dout.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
-    dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(b, t, 3 * h * dh), cache.qkv_cache)
-    return dx, dw_qkv, db_qkv, dw_out, db_out
+    map_blocks(images, b, h * t * t * dheads.itemsize, parallel=t * t * dh < _POOLED_PRODUCTS_BELOW)
+    return dqkv.reshape(b, t, 3 * h * dh), None

@@ -7,7 +7,8 @@ Ops keep the dtype they are given (float32 to train, float64 to check gradients)
 whatever backend their inputs live on.
 """
 
-from .attention import AttentionCache, attention_backward, attention_decode, attention_forward
+from .attention import (AttentionCache, attention_backward, attention_core, attention_core_backward, attention_decode,
+                        attention_forward)
 from .conv import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
@@ -23,6 +24,8 @@ from .softmax import softmax_backward, softmax_forward
 __all__ = [
     "AttentionCache",
     "attention_backward",
+    "attention_core",
+    "attention_core_backward",
     "attention_decode",
     "attention_forward",
     "conv2d_backward",

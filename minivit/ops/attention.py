@@ -71,7 +71,6 @@ def relative_offsets(t, xp):
     return positions[:, None] - positions[None, :] + t - 1
 
 
-@accelerated(kernel.attention_forward)
 def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, rel=None):
     """
     x: (B, T, D)   w_qkv: (D, 3D) in [q | k | v] column blocks   b_qkv: (3D,)
@@ -102,9 +101,20 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, re
         per_offset = qkv[0] @ rel_keys.swapaxes(-1, -2)  # (B, H, T, 2T - 1): q_i · rel_o for every offset o
         bias = per_offset[:, :, rows, offsets] * scale  # (B, H, T, T): R_ij = q_i · rel_{i-j} / √Dh
         rel_cache = (rel_keys, offsets)
-    attn, heads = attend(*qkv, causal, bias)  # (B, H, T, T), (B, H, T, Dh)
-    out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
+    attn, heads = attention_core(qkv, causal, bias)  # (B, H, T, T), (B, T, D)
+    out, out_cache = linear_forward(heads, w_out, b_out)
     return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache, rel_cache)
+
+
+@accelerated(kernel.attention_core)
+def attention_core(qkv, causal, bias=None):
+    """The attention between the projections (Eq. 6-7 of every head): the part the CPU kernel speeds up.
+
+    qkv: (3, B, H, T, Dh) q, k, v per head   causal, bias: as in attend
+    returns attn (B, H, T, T), the heads' outputs side by side (B, T, D)
+    """
+    attn, heads = attend(*qkv, causal, bias)
+    return attn, merge_heads(heads)
 
 
 def attention_decode(x, w_qkv, b_qkv, w_out, b_out, num_heads, past=None):
@@ -132,16 +142,28 @@ def attention_decode(x, w_qkv, b_qkv, w_out, b_out, num_heads, past=None):
     return out, (k, v)
 
 
-@accelerated(kernel.attention_backward)
 def attention_backward(dout, cache):
     """
     dout: (B, T, D)
     returns dx (B, T, D), dw_qkv (D, 3D), db_qkv (3D,), dw_out (D, D), db_out (D,), and drel
     (2T - 1, D) after a forward with rel
     """
+    dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
+    dqkv, drel = attention_core_backward(dheads, cache)  # (B, T, 3D), (2T - 1, D) or None
+    dx, dw_qkv, db_qkv = linear_backward(dqkv, cache.qkv_cache)
+    return (dx, dw_qkv, db_qkv, dw_out, db_out) + ((drel,) if cache.rel is not None else ())
+
+
+@accelerated(kernel.attention_core_backward)
+def attention_core_backward(dheads, cache):
+    """
+    dheads: (B, T, D), the gradient of attention_core's heads
+    returns dqkv (B, T, 3D) in the layout of the q/k/v projection's output, drel (2T - 1, D) after a
+    forward with rel, else None
+    """
     q, k, v = cache.qkv  # each (B, H, T, Dh)
     _, b, h, t, dh = cache.qkv.shape
-    xp = array_module(dout)
+    xp = array_module(dheads)
     ### BEGIN SOLUTION
     # Per head, with S = q kᵀ s (s = 1/√Dh), A = softmax(S), O = A v, each a matrix product:
     #     dv = Aᵀ dO,   dA = dO vᵀ,   dS = softmax_backward(dA),
@@ -149,22 +171,20 @@ def attention_backward(dout, cache):
     # Masked (causal) entries have A = 0, so their dS is 0 and no gradient leaks to the future.
     # With relative attention S also holds R_ij = s q_i · rel_{i-j}: scatter dS into P (B, H, T, 2T - 1),
     # P[i, i - j + T - 1] = dS_ij (one entry per offset in each row), then dq += s P rel, drel = s Pᵀ q.
-    dheads, dw_out, db_out = linear_backward(dout, cache.out_cache)  # (B, T, D)
     dheads = dheads.reshape(b, t, h, dh).transpose(0, 2, 1, 3)  # dO, (B, H, T, Dh)
     dv = cache.attn.swapaxes(-1, -2) @ dheads  # (B, H, T, Dh)
     dattn = dheads @ v.swapaxes(-1, -2)  # dA, (B, H, T, T)
     dscores = softmax_backward(dattn, (cache.attn, -1))  # dS; softmax's cache is its output and axis
     dq = dscores @ k * cache.scale  # (B, H, T, Dh)
     dk = dscores.swapaxes(-1, -2) @ q * cache.scale  # (B, H, T, Dh)
+    drel = None
     if cache.rel is not None:
         rel_keys, offsets = cache.rel
         per_offset = xp.zeros((b, h, t, 2 * t - 1), dtype=dscores.dtype)  # P
         per_offset[:, :, xp.arange(t)[:, None], offsets] = dscores  # no two (i, j) of a row share an offset
         dq += per_offset @ rel_keys * cache.scale
         drel = (per_offset.swapaxes(-1, -2) @ q).sum(axis=0) * cache.scale  # (H, 2T - 1, Dh)
+        drel = drel.transpose(1, 0, 2).reshape(2 * t - 1, h * dh)
     dqkv = xp.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4)  # (B, T, 3, H, Dh), the layout of x U_qkv
-    dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(b, t, 3 * h * dh), cache.qkv_cache)
-    if cache.rel is None:
-        return dx, dw_qkv, db_qkv, dw_out, db_out
-    return dx, dw_qkv, db_qkv, dw_out, db_out, drel.transpose(1, 0, 2).reshape(2 * t - 1, h * dh)
+    return dqkv.reshape(b, t, 3 * h * dh), drel
     ### END SOLUTION
