@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, experiments
-from .data import DataError, load_cifar, normalize
-from .data.palette import Palette
-from .data.resize import resize
 from .atomic import atomic_file
+from .checkpoint import load_checkpoint, run_config
+from .config import RECIPES, TrainConfig
+from .data import DataError, load_cifar, split
 from .probe import L2_GRID, best_layer, compare
-from .tasks import best_epoch
-from .tasks.igpt import classify_tokens, mean_nats, tokenize
-from .train import RECIPES, Interrupted, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume, train
-from .viz import plot_completions, plot_probe
+from .tasks import TASKS, best_epoch, of_checkpoint
+from .tasks.igpt import tokenize
+from .train import Interrupted, TrainingDiverged, resume, train
 
 HELP = {
     "task": "classify (a ViT), igpt (iGPT's next-pixel pretraining), finetune (iGPT classification) or mpp (the "
@@ -47,7 +46,8 @@ HELP = {
     "patch_dropout": "share of patch tokens each image drops while training (PatchDropout; 0: off)",
     "stem": "3×3 stride-2 convolutions before the patches (the paper's hybrid; 0: off)",
     "stem_width": "channels of the stem's last convolution, each earlier one half as many (0: dim/2)",
-    "pos_embed": "ViT position embedding: 1d (learned, per position), 2d (learned row and column halves) or none",
+    "pos_embed": "ViT position embedding: 1d (learned, per position), 2d (learned row and column halves), none, or "
+                 "relative (a learned key per offset in every block's attention)",
     "pos_place": "where it is added: input (Eq. 1), every-layer (one per block) or every-layer-shared (one for all)",
     "epochs": "number of epochs",
     "batch_size": "images per step",
@@ -183,6 +183,8 @@ def cmd_train(args):
             raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(flags)}")
         print(f"resuming {args.resume}")
         history = resume(args.resume, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
+        run_dir = args.resume.parent if args.resume.name == "checkpoint.npz" else args.resume
+        task = TASKS[json.loads((run_dir / "config.json").read_text())["train"]["task"]]
     else:
         default = {"igpt": "igpt-cpu", "finetune": "igpt-finetune-cpu"}.get(given.get("task"), "cpu")
         recipe = args.recipe or (default.replace("cpu", "gpu") if given.get("backend") == "cupy" else default)
@@ -190,59 +192,47 @@ def cmd_train(args):
         run_dir = args.run_dir or Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"training recipe {recipe!r} in {run_dir}")
         history = train(config, run_dir, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
+        task = TASKS[config.task]
     last, best = history[-1], best_epoch(history)
-    metric, fmt = ("accuracy", ".2%") if "test_accuracy" in last else ("loss", ".4f")
-    if metric == "accuracy":
-        result = f"test accuracy {last['test_accuracy']:.2%}"
+    if "test_accuracy" in last:
+        metric, fmt, name = "accuracy", ".2%", task.accuracy_name.split(" (")[0]
+        result = f"test {name} {last['test_accuracy']:.2%}"
     else:
+        metric, fmt, name = "loss", ".4f", "loss"
         result = f"test {last['test_loss']:.4f} nats per token ({last['test_loss'] / np.log(2):.3f} bits)"
     if best is None:
         chosen = "no validation images to choose an epoch on (--val-size)"
     else:
         val, test = best[f"val_{metric}"], best[f"test_{metric}"]
-        chosen = f"best validation {metric} {val:{fmt}} at epoch {best['epoch']}: test {test:{fmt}}"
+        chosen = f"best validation {name} {val:{fmt}} at epoch {best['epoch']}: test {test:{fmt}}"
     print(f"done: {result} after {last['epoch']} epochs ({chosen}), {last['elapsed_s'] / 60:.1f} min")
 
 
 def cmd_evaluate(args):
+    """The checkpoint's test score, as its task scores a part after every epoch of training (on every
+    test image), and per class where the task predicts the dataset's classes."""
     model, meta, arrays = load_checkpoint(args.checkpoint)
-    model.to(args.backend, np.dtype(meta["train"]["dtype"]))
-    data = load_cifar(meta["train"]["dataset"], data_dir=args.data_dir, source=args.archive)
-    task = meta["train"].get("task", "classify")
-    if task != "classify":  # an iGPT: only the test images' tokens are needed
-        palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
-        tokens = tokenize(backend.to_device(data.test_images, args.backend), model.config.image_size, palette)
-    if task == "igpt":
-        nats = mean_nats(model, tokens, meta["train"]["eval_batch_size"])
-        baselines = ", ".join(f"{name} {value:.4f}" for name, value in meta["baselines"].items())
-        print(f"{args.checkpoint}: {nats:.4f} nats per token ({nats / np.log(2):.3f} bits) on the "
-              f"{len(data.test_images)} test images; baselines on the run's test tokens: {baselines}")  # fmt: skip
-        return
-    if task == "finetune":
-        labels = backend.to_device(data.test_labels, args.backend)
-        result = classify_tokens(model, tokens, labels, meta["train"]["eval_batch_size"])
-    else:  # a ViT trained at another resolution sees the test images resized as in training
-        images = resize(data.test_images, model.config.image_size)
-        result = evaluate(model, images, data.test_labels, meta["mean"], meta["std"])
-    print(f"{args.checkpoint}: test accuracy {result['accuracy']:.2%} on {len(data.test_labels)} images, "
-          f"loss {result['loss']:.4f}")  # fmt: skip
-    width = max(len(c) for c in meta["classes"])
-    for k, name in enumerate(meta["classes"]):
-        mine = data.test_labels == k
-        print(f"  {name:<{width}}  {(result['predictions'][mine] == k).mean():.2%}")
+    task_class = of_checkpoint(meta, args.checkpoint, "evaluate")
+    config = replace(run_config(meta, args.checkpoint), backend=args.backend, test_subset=0)
+    model.to(args.backend, np.dtype(config.dtype))
+    data = load_cifar(config.dataset, data_dir=args.data_dir, source=args.archive)
+    task = task_class(config, split(data, config.train_subset, config.val_size), arrays)
+    metrics = task.evaluate(model, "test")
+    print(f"{args.checkpoint}: {task.report(metrics, len(data.test_labels))}")
+    if "predictions" in metrics:
+        width = max(len(c) for c in meta["classes"])
+        for k, name in enumerate(meta["classes"]):
+            mine = data.test_labels == k
+            print(f"  {name:<{width}}  {(metrics['predictions'][mine] == k).mean():.2%}")
 
 
 def cmd_predict(args):
     from PIL import Image, UnidentifiedImageError
 
     model, meta, arrays = load_checkpoint(args.checkpoint)
-    task = meta["train"].get("task", "classify")
-    if task == "igpt":
-        raise ValueError(f"{args.checkpoint} is an igpt (pretraining) run; predict needs a classifier's (classify "
-                         "or finetune)")  # fmt: skip
+    task = of_checkpoint(meta, args.checkpoint, "predict")
     model.to(None, np.dtype(meta["train"]["dtype"])).eval()
-    # a ViT reads its input size; an iGPT reads CIFAR's 32×32 images and area-averages them as in training
-    size = model.config.image_size if task == "classify" else 32
+    size = task.input_side(model)
     if not args.image.is_file():
         raise FileNotFoundError(f"{args.image} does not exist (expected a PNG or JPEG image)")
     try:
@@ -250,11 +240,7 @@ def cmd_predict(args):
             pixels = np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{args.image} is not an image file that can be read ({e})") from e
-    if task == "classify":
-        logits = backend.to_numpy(model(normalize(pixels[None], meta["mean"], meta["std"], model.dtype)))[0]
-    else:
-        tokens = tokenize(pixels[None], model.config.image_size, Palette(arrays["palette.centers"]))
-        logits = backend.to_numpy(model(tokens)[1])[0]
+    logits = task.image_logits(model, meta, arrays, pixels)
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     print(f"{args.image}:")
@@ -264,14 +250,13 @@ def cmd_predict(args):
 
 def cmd_sample(args):
     model, meta, arrays = load_checkpoint(args.checkpoint)
-    if meta["train"].get("task", "classify") == "classify":
-        raise ValueError(f"{args.checkpoint} is a classify (ViT) run; sample needs an iGPT's (igpt or finetune)")
+    task = of_checkpoint(meta, args.checkpoint, "sample")
     for name in ("samples", "images", "completions"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     model.to(args.backend, np.dtype(meta["train"]["dtype"])).eval()
     xp = backend.use_module(args.backend)
-    palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
+    palette = task.palette(arrays, args.backend)
     size, t = model.config.image_size, model.num_tokens
     rng = np.random.default_rng(args.seed)
     options = {"temperature": args.temperature, "top_k": args.top_k, "rng": rng}
@@ -286,6 +271,8 @@ def cmd_sample(args):
     def pixels(ids):
         return backend.to_numpy(palette.dequantize(ids.reshape(-1, size, size)))
 
+    from .viz import plot_completions
+
     fig = plot_completions(pixels(originals), pixels(completions).reshape(args.images, args.completions, size, size, 3),
                            pixels(samples))  # fmt: skip
     with atomic_file(args.out, suffix=".png") as f:
@@ -296,8 +283,7 @@ def cmd_sample(args):
 
 def cmd_probe(args):
     model, meta, arrays = load_checkpoint(args.checkpoint)
-    if meta["train"].get("task", "classify") == "classify":
-        raise ValueError(f"{args.checkpoint} is a classify (ViT) run; probe needs an iGPT's (igpt or finetune)")
+    task = of_checkpoint(meta, args.checkpoint, "probe")
     for name in ("train_subset", "test_subset", "batch_size"):
         if getattr(args, name) < (name == "batch_size"):
             raise ValueError(f"--{name.replace('_', '-')} must be >= {int(name == 'batch_size')}, got {getattr(args, name)}")
@@ -311,7 +297,7 @@ def cmd_probe(args):
         raise ValueError(f"--train-subset and --test-subset can be at most {len(data.train_images)} and "
                          f"{len(data.test_images)}, got {n_train} and {n_test}")  # fmt: skip
     size = model.config.image_size
-    palette = Palette(backend.to_device(arrays["palette.centers"], args.backend))
+    palette = task.palette(arrays, args.backend)
     images = {"train": backend.to_device(data.train_images[:n_train], args.backend),
               "test": backend.to_device(data.test_images[:n_test], args.backend)}  # fmt: skip
     labels = {"train": data.train_labels[:n_train], "test": data.test_labels[:n_test]}
@@ -344,6 +330,8 @@ def cmd_probe(args):
               "holdout": args.holdout, "l2_grid": args.l2, **report}  # fmt: skip
     with atomic_file(out / "probe.json") as f:
         f.write(json.dumps(report, indent=2).encode())
+    from .viz import plot_probe
+
     fig = plot_probe({name: [r["test_accuracy"] for r in rows[name]] for name in ("pretrained", "random init")},
                      {f"raw pixels ({size}×{size}×3)": pixel["test_accuracy"]})  # fmt: skip
     with atomic_file(out / "probe.png", suffix=".png") as f:

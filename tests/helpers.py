@@ -1,6 +1,9 @@
-"""Shared by the tests: the gradient-check tolerance and an assertion that prints the figures."""
+"""Shared by the tests: the gradient-check tolerance, assertions that print the figures, and a Ctrl-C."""
 
-TOLERANCE = 1e-7  # relative error of a float64 gradient check (DESIGN.md)
+import os
+import signal
+
+TOLERANCE = 1e-7  # relative error of a float64 gradient check (docs/design.md)
 
 
 def assert_close(errors, tol=TOLERANCE):
@@ -17,3 +20,14 @@ def assert_bit_identical(a, b):
     assert a.keys() == b.keys()
     for name in a:
         assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), f"{name} differs"
+
+
+def ctrl_c_at(epoch, step):
+    """A training callback (train(..., callbacks=[...])) that presses Ctrl-C, SIGINT to this process, after
+    step `step` of epoch `epoch` (both from 1): the loop stops there, with a checkpoint."""
+
+    def press(at_epoch, at_step):
+        if (at_epoch, at_step) == (epoch, step):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return press

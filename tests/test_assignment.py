@@ -633,7 +633,7 @@ def test_a_child_cannot_flood_hang_or_speak_through_the_grader(folders, tmp_path
         os.mkfifo("answer.npz")
         os._exit(0)
     """)
-    answer(folder, "minivit/ops/attention.py", "attention_backward", """
+    answer(folder, "minivit/ops/attention.py", "attention_core_backward", """
         import numpy as np
         np.savez_compressed("answer.npz", names=np.array(["dx"]), none=np.zeros(1, bool), a0=np.zeros(40 << 20))
         import os
@@ -694,7 +694,7 @@ def test_a_wrong_block_forward_costs_only_the_forward(folders, tmp_path):
 
 
 def test_items_are_graded_independently(folders, tmp_path):
-    """A wrong softmax_backward (which attention_backward calls) costs softmax its points, not attention."""
+    """A wrong softmax_backward (which attention_core_backward calls) costs softmax its points, not attention."""
     folder = solve(folders["A3"], "A3", tmp_path / "independent")
     answer(folder, "minivit/ops/softmax.py", "softmax_backward", "y, axis = cache\nreturn dout * y")
     assert item_scores(grade(folder)) == {**full("A3"), "softmax": 0}
@@ -722,7 +722,7 @@ def test_a_broken_submission_gets_a_message_per_item_and_a_complete_json(folders
     attention = folder / "minivit/ops/attention.py"
     text = attention.read_text()
     region = next(r for r in markers.python_regions(text, "attention.py", markers.STUB_BEGIN, markers.STUB_END)
-                  if r.names[0] == "attention_backward")  # fmt: skip
+                  if r.names[0] == "attention_core_backward")  # fmt: skip
     lines = text.splitlines()
     doubled = (
         lines[: region.start + 1] + ["    ### END YOUR CODE", "    ### YOUR CODE HERE"] + lines[region.start + 1 :]
@@ -735,7 +735,7 @@ def test_a_broken_submission_gets_a_message_per_item_and_a_complete_json(folders
     assert results["score"] == 0 and len(results["tests"]) == 5 and results["execution_time"] >= 0
     out = {t["name"]: t["output"] for t in results["tests"]}
     assert "### YOUR CODE HERE is never closed" in out["softmax: softmax_backward"], out
-    assert "attention_backward has 2 answer regions (### YOUR CODE HERE ... ### END YOUR CODE), the handout has 1" in out[
+    assert "attention_core_backward has 2 answer regions (### YOUR CODE HERE ... ### END YOUR CODE), the handout has 1" in out[
         "attention: full"], out  # fmt: skip
     assert out["cross_entropy: cross_entropy_backward"] == "minivit/ops/losses.py is missing from the submission"
     assert {t["status"] for t in results["tests"]} == {"failed"} and results["visibility"] == "visible"

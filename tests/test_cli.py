@@ -99,7 +99,7 @@ def test_train_can_start_from_another_runs_weights(run_dir, cifar_dir, tmp_path)
     """--init: a ViT run starts from a checkpoint's weights; at learning rate 0 it ends with them, bit for bit."""
     from helpers import assert_bit_identical
 
-    from minivit.train import load_checkpoint
+    from minivit.checkpoint import load_checkpoint
 
     result = minivit("train", "--recipe", "quick", *TINY, "--lr", "0", "--min-lr", "0", "--init",
                      run_dir / "checkpoint.npz", "--run-dir", tmp_path / "again", "--data-dir", cifar_dir)  # fmt: skip

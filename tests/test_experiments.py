@@ -32,7 +32,7 @@ def test_a_table_over_seeds(mpp_table):
     assert "(best on validation)" in text and "validation: mean" in text
     assert results["code"] and all(" on " in version for version in results["code"])  # the commit and CPU
     assert (folder / "results.png").stat().st_size > 5_000
-    from minivit.train import load_checkpoint
+    from minivit.checkpoint import load_checkpoint
 
     scratch = load_checkpoint(folder / "from-scratch-twice-the-epochs-same-compute" / "seed1" / "checkpoint.npz")[1]
     tuned = load_checkpoint(folder / "fine-tuned-after-masked-patch-prediction" / "seed1" / "checkpoint.npz")[1]
@@ -82,7 +82,7 @@ def test_bad_names_are_clear_errors(tmp_path):
 def test_fine_tuning_at_a_higher_resolution(cifar_dir, tmp_path):
     """The resolution table: a 32-pixel run, then one epoch at 32 and one at 48 pixels from it (the
     ViT resized: 64 patches of 4×4 become 144, its position embeddings interpolated)."""
-    from minivit.train import load_checkpoint
+    from minivit.checkpoint import load_checkpoint
 
     results = experiments.run("resolution", tmp_path, size="ci", seeds=(0,), data_dir=cifar_dir, progress=False,
                               log=lambda _: None)  # fmt: skip

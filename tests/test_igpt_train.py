@@ -3,7 +3,6 @@ colour statistics, resumes bit-identical after kill -9 and Ctrl-C, and its basel
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,11 +11,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import assert_bit_identical
+from helpers import assert_bit_identical, ctrl_c_at
 
 import minivit
+from minivit.checkpoint import load_checkpoint
+from minivit.config import RECIPES, TrainConfig
 from minivit.tasks.igpt import bigram_nats, mean_nats, position_nats, unigram_nats
-from minivit.train import RECIPES, TrainConfig, load_checkpoint, resume, train
+from minivit.train import resume, train
 
 # 8×8 images (64 tokens), a palette of 32 colours, two blocks of width 32: seconds per epoch.
 SMALL = replace(RECIPES["igpt-cpu"], image_size=8, vocab_size=32, dim=32, depth=2, heads=2, mlp_dim=64, epochs=3,
@@ -78,23 +79,13 @@ def test_resume_after_kill_is_bit_identical(reference, cifar_dir, tmp_path):
 
 
 def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
-    """Ctrl-C while step 7 of epoch 2 is prepared: the checkpoint is mid-epoch; resumed, the run ends
-    with the same bits (the palette comes from the checkpoint, not fitted again)."""
+    """Ctrl-C at step 7 of epoch 2: the checkpoint is mid-epoch; resumed, the run ends with the same bits
+    (the palette comes from the checkpoint, not fitted again)."""
     import minivit.tasks.igpt as task
 
-    real, calls = task.random_flip, []
-
-    def flip_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == SMALL.train_subset // SMALL.batch_size + 7:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(task, "random_flip", flip_then_ctrl_c)
     run_dir = tmp_path / "stopped"
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 7"):
-        train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
-    monkeypatch.setattr(task, "random_flip", real)
+        train(SMALL, run_dir, data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 7)])
     monkeypatch.setattr(task.Palette, "fit", lambda *a, **k: pytest.fail("resume fitted the palette again"))
     resumed = resume(run_dir, data_dir=cifar_dir, progress=False)
     assert_bit_identical(params(run_dir)[0], params(reference[0])[0])
@@ -175,26 +166,15 @@ def test_finetuning_learns_and_resumes_bit_identical_without_the_init_file(pretr
                                                                            monkeypatch):  # fmt: skip
     """Ctrl-C mid-epoch 2, then the init checkpoint is gone: resume needs only the run's own checkpoint
     (weights and palette), and ends with the same bits as a run never stopped."""
-    import minivit.tasks.igpt as task
 
     config = replace(FINETUNE, init=str(pretrained))
     reference_dir = tmp_path / "reference"
     history = train(config, reference_dir, data_dir=cifar_dir, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_accuracy"] > 0.15  # above chance after 2 short epochs
-    real, calls = task.random_flip, []
-
-    def flip_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == config.train_subset // config.batch_size + 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(task, "random_flip", flip_then_ctrl_c)
     run_dir = tmp_path / "stopped"
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5"):
-        train(config, run_dir, data_dir=cifar_dir, progress=False)
-    monkeypatch.setattr(task, "random_flip", real)
+        train(config, run_dir, data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 5)])
     pretrained.unlink()
     resumed = resume(run_dir, data_dir=cifar_dir, progress=False)
     assert_bit_identical(params(run_dir)[0], params(reference_dir)[0])
@@ -212,8 +192,8 @@ def test_finetuning_from_scratch_fits_its_own_palette(cifar_dir, tmp_path, monke
 
 
 def test_bad_init_is_a_clear_error(pretrained, cifar_dir, tmp_path):
+    from minivit.checkpoint import start_from
     from minivit.models import IGPTClassifier, ViT
-    from minivit.train import _start_from
 
     with pytest.raises(ValueError, match="init nope.npz is not a file"):
         replace(FINETUNE, init="nope.npz").check()
@@ -221,7 +201,7 @@ def test_bad_init_is_a_clear_error(pretrained, cifar_dir, tmp_path):
         train(replace(FINETUNE, init=str(pretrained), dim=64), tmp_path / "run", data_dir=cifar_dir, progress=False)
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
     with pytest.raises(ValueError, match="IGPTClassifier cannot start from init vit.npz, which holds ViT weights"):
-        _start_from(IGPTClassifier(image_size=4, dim=8, depth=1, heads=2, mlp_dim=8), ViT(), "vit.npz")
+        start_from(IGPTClassifier(image_size=4, dim=8, depth=1, heads=2, mlp_dim=8), ViT(), "vit.npz")
     with pytest.raises(ValueError, match="gen_loss_weight does not apply to task 'igpt'"):
         replace(SMALL, gen_loss_weight=1.0).check()
 
@@ -274,7 +254,7 @@ def test_finetune_command_line_evaluate_and_predict(pretrained, cifar_dir, tmp_p
     assert predicted.returncode == 0, predicted.stderr
     assert len(predicted.stdout.splitlines()) == 6 and "%" in predicted.stdout
     refused = minivit_cli("predict", pretrained, image)
-    assert refused.returncode == 1 and "predict needs a classifier's" in refused.stderr
+    assert refused.returncode == 1 and "predict takes one of task classify or finetune" in refused.stderr
 
 
 def test_the_loss_at_each_position_averages_to_the_mean_loss():

@@ -1,20 +1,29 @@
 """Masked patch prediction (the ViT paper's Sec. 4.6): the corruption, the colour targets, gradients of
 the whole model, that a masked patch's pixels are hidden, and the task through the training loop."""
 
-import os
-import signal
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import assert_bit_identical, assert_close
+from helpers import assert_bit_identical, assert_close, ctrl_c_at
 
 import minivit
 from minivit import backend, ops
+from minivit.checkpoint import load_checkpoint
+from minivit.config import RECIPES
 from minivit.gradcheck import numerical_gradient, relative_error
-from minivit.models.masked_patches import KEPT, MASKED, REPLACED, UNTOUCHED, Corruption, MaskedPatchViT
-from minivit.models.masked_patches import draw_corruption, mean_colours
-from minivit.train import RECIPES, load_checkpoint, resume, train
+from minivit.models.masked_patches import (
+    KEPT,
+    MASKED,
+    REPLACED,
+    UNTOUCHED,
+    Corruption,
+    MaskedPatchViT,
+    draw_corruption,
+    mean_colours,
+)
+from minivit.train import resume, train
+
 
 def test_corruption_counts_and_kinds():
     kind, source = draw_corruption(np.random.default_rng(0), batch=400, num_patches=64)
@@ -112,24 +121,12 @@ def reference(cifar_dir, tmp_path_factory):
     return run_dir, train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
 
 
-def test_pretraining_learns_and_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
+def test_pretraining_learns_and_resumes_bit_identical(reference, cifar_dir, tmp_path):
     """The loss falls; Ctrl-C in epoch 2, resumed: the same bits as the run never stopped."""
-    import minivit.tasks.masked_patches as task
-
     history = reference[1]
     assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["test_loss"] < np.log(512)
-    real, calls = task.draw_corruption, []
-
-    def corrupt_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == SMALL.train_subset // SMALL.batch_size + 4:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(task, "draw_corruption", corrupt_then_ctrl_c)
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 3"):
-        train(SMALL, tmp_path / "stopped", data_dir=cifar_dir, progress=False)
-    monkeypatch.setattr(task, "draw_corruption", real)
+        train(SMALL, tmp_path / "stopped", data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 3)])
     resumed = resume(tmp_path / "stopped", data_dir=cifar_dir, progress=False)
     assert_bit_identical(load_checkpoint(tmp_path / "stopped" / "checkpoint.npz")[0].state_dict(),
                          load_checkpoint(reference[0] / "checkpoint.npz")[0].state_dict())  # fmt: skip

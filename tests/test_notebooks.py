@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minivit import backend
-from minivit.train import load_checkpoint
+from minivit.checkpoint import load_checkpoint
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need nbformat, nbclient and ipykernel")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need nbformat, nbclient and ipykernel")

@@ -10,11 +10,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import assert_bit_identical
+from helpers import assert_bit_identical, ctrl_c_at
 
 import minivit
-from minivit.train import (RECIPES, STREAMS, TrainConfig, TrainingDiverged, evaluate, load_checkpoint, resume,
-                           step_seed, train)  # fmt: skip
+from minivit.checkpoint import cpu_name, load_checkpoint
+from minivit.config import RECIPES, TrainConfig
+from minivit.tasks import Classify
+from minivit.tasks.classify import evaluate
+from minivit.train import STREAMS, TrainingDiverged, resume, step_seed, train
 
 # A one-block ViT on 2,048 images: a few seconds per run.
 SMALL = TrainConfig(model="mini", dim=32, depth=1, heads=2, mlp_dim=64, epochs=3, batch_size=64, lr=2e-3,
@@ -82,13 +85,13 @@ def test_a_validation_split_is_scored_every_epoch_and_changes_nothing_of_the_tra
     data = minivit.data.load_cifar(data_dir=cifar_dir)
     val = evaluate(model, data.train_images[-1000:], data.train_labels[-1000:], meta["mean"], meta["std"])
     assert val["accuracy"] == held[-1]["val_accuracy"] and val["loss"] == held[-1]["val_loss"]
-    assert meta["state"]["code"][0].endswith(f"on {minivit.train.cpu_name()}")  # what trained it, for its figures
+    assert meta["state"]["code"][0].endswith(f"on {cpu_name()}")  # what trained it, for its figures
 
 
 def test_without_a_train_subset_the_validation_images_are_left_out_of_training(cifar_dir):
     data = minivit.data.load_cifar(data_dir=cifar_dir)
     config = replace(SMALL, train_subset=0, val_size=5000).check()
-    task = minivit.train.Classify(config, minivit.data.split(data, 0, 5000, 500))
+    task = Classify(config, minivit.data.split(data, 0, 5000, 500))
     assert task.num_train == 45_000 and task.eval_parts == ("val", "test")
     np.testing.assert_array_equal(task.train_images, data.train_images[:45_000])
     np.testing.assert_array_equal(task.eval_sets["val"][0], data.train_images[45_000:])
@@ -187,37 +190,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(reference, cifar_
     assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
 
 
-def ctrl_c_at_step(monkeypatch, config, epoch, step):
-    """Press Ctrl-C (SIGINT to this process) while training prepares step `step` of epoch `epoch` (1-based)."""
-    real = minivit.train.augment
-    calls = []
-
-    def augment_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == (epoch - 1) * (config.train_subset // config.batch_size) + step:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(minivit.train, "augment", augment_then_ctrl_c)
-    return real
-
-
-def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path, monkeypatch):
+def test_ctrl_c_mid_epoch_resumes_bit_identical(reference, cifar_dir, tmp_path):
     """Ctrl-C at a chosen step of epoch 2: the checkpoint is mid-epoch, and resuming still ends bit-identical."""
     run_dir = tmp_path / "mid-epoch"
-    real = ctrl_c_at_step(monkeypatch, SMALL, epoch=2, step=5)
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 5") as stopped:
-        train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+        train(SMALL, run_dir, data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 5)])
     assert f"--resume {run_dir}" in str(stopped.value) and f"minivit.train.resume('{run_dir}')" in str(stopped.value)
     _, meta = checkpoint_params(run_dir)
     assert (meta["state"]["epoch"], meta["state"]["step"]) == (1, 5)
-    monkeypatch.setattr(minivit.train, "augment", real)
     history = resume(run_dir / "checkpoint.npz", data_dir=cifar_dir, progress=False)  # the file works too
     assert_bit_identical(checkpoint_params(run_dir)[0], checkpoint_params(reference[0])[0])
     assert [m["train_loss"] for m in history] == [m["train_loss"] for m in reference[1]]
 
 
-def test_gpu_recipe_settings_with_dropouts_resume_bit_identical(cifar_dir, tmp_path, monkeypatch):
+def test_gpu_recipe_settings_with_dropouts_resume_bit_identical(cifar_dir, tmp_path):
     """The gpu recipe's settings (mixup and CutMix on half the batches, its schedule) plus dropout and
     PatchDropout, on NumPy with a small hybrid model: every random stream is in use, and a run stopped
     mid-epoch still resumes bit-identical."""
@@ -225,10 +211,8 @@ def test_gpu_recipe_settings_with_dropouts_resume_bit_identical(cifar_dir, tmp_p
                      patch_dropout=0.25, stem=1, stem_width=24, patch_size=2, epochs=2, batch_size=64,
                      warmup_epochs=0.5, train_subset=1024, test_subset=200)  # fmt: skip
     uninterrupted = train(config, tmp_path / "uninterrupted", data_dir=cifar_dir, progress=False)
-    real = ctrl_c_at_step(monkeypatch, config, epoch=2, step=3)
     with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 3"):
-        train(config, tmp_path / "stopped", data_dir=cifar_dir, progress=False)
-    monkeypatch.setattr(minivit.train, "augment", real)
+        train(config, tmp_path / "stopped", data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 3)])
     resumed = resume(tmp_path / "stopped", data_dir=cifar_dir, progress=False)
     assert_bit_identical(checkpoint_params(tmp_path / "stopped")[0], checkpoint_params(tmp_path / "uninterrupted")[0])
     assert [m["train_loss"] for m in resumed] == [m["train_loss"] for m in uninterrupted]

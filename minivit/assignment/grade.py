@@ -9,7 +9,7 @@ One path, for the instructor and for a student at home:
 2. The template the answers go into. Where this tool holds the reference solution (an instructor's
    checkout, a Gradescope bundle) that is the package itself, and each item is graded with the
    reference standing in for every other blanked function, so a wrong softmax_backward never costs
-   attention_backward its points. In a student's folder it is the handout `make` packed
+   attention_core_backward its points. In a student's folder it is the handout `make` packed
    (.assignment/handout.zip), with the student's own answers in every region.
 3. Each part runs in a child process on a fresh copy of that template with the answers spliced in
    (sandbox.py: limits on time and memory, and every process it started killed when it ends). With
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..gradcheck import relative_error
 from ..atomic import atomic_file
+from ..gradcheck import relative_error
 from . import checks, markers, sandbox, screen
 from .make import HANDOUT, REPO, TOOL, hints, package, read_sources, write
 from .sets import SETS

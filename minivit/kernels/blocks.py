@@ -16,14 +16,6 @@ _threads = int(os.environ.get("MINIVIT_THREADS", _cores))
 _pool = None
 
 
-def set_threads(count):
-    """How many threads `map_blocks` uses (default: MINIVIT_THREADS or all cores)."""
-    global _threads, _pool
-    if count < 1:
-        raise ValueError(f"threads must be >= 1, got {count}")
-    _threads, _pool = count, None
-
-
 def map_blocks(kernel, rows, row_bytes, parallel=True):
     """Call kernel(slice) for consecutive blocks of rows covering range(rows).
 

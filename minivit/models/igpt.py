@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..nn import Block, Dropout, Embedding, LayerNorm, Linear, Module, new_parameter, trunc_normal
-from .presets import from_presets
+from .presets import Configured, check_heads, from_presets
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class IGPTConfig:
     heads: int = 4
     mlp_dim: int = 512
     dropout: float = 0.0
+
+    def __post_init__(self):  # every way to an iGPT (keywords, a preset, a checkpoint) checks its shape here
+        if self.image_size < 1 or self.vocab_size < 2:
+            raise ValueError(f"image_size must be >= 1 and vocab_size >= 2, got {self.image_size} and {self.vocab_size}")
+        check_heads(self.dim, self.heads)
 
 
 PRESETS = {
@@ -58,7 +63,7 @@ def preset(name, **overrides):
     return from_presets(PRESETS, name, "iGPT preset", **overrides)
 
 
-class IGPT(Module):
+class IGPT(Configured, Module):
     """Image GPT over palette tokens.
 
     Parameters (names as in state_dict()):
@@ -71,29 +76,20 @@ class IGPT(Module):
     """
 
     config_class = IGPTConfig
+    preset = staticmethod(preset)
 
-    def __init__(self, image_size=16, vocab_size=512, dim=128, depth=4, heads=4, mlp_dim=512, dropout=0.0):
-        self.config = IGPTConfig(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout)
-        if image_size < 1 or vocab_size < 2:
-            raise ValueError(f"image_size must be >= 1 and vocab_size >= 2, got {image_size} and {vocab_size}")
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.num_tokens = image_size * image_size
-        self.tok_embed = Embedding(vocab_size, dim)
-        self.sos = new_parameter(trunc_normal((1, 1, dim)), decay=False)
-        self.pos_embed = new_parameter(trunc_normal((1, self.num_tokens, dim)), decay=False)
-        self.dropout = Dropout(dropout)
-        self.blocks = [Block(dim, heads, mlp_dim, dropout, causal=True) for _ in range(depth)]
-        self.norm = LayerNorm(dim)
-        self.head = Linear(dim, vocab_size)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**asdict(config))
-
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        return cls.from_config(preset(name, **overrides))
+    def __init__(self, *fields, **config):
+        """IGPT(the fields of IGPTConfig, by name or in its order), e.g. IGPT(image_size=8, vocab_size=16):
+        those not given keep its defaults, and IGPTConfig checks them."""
+        c = self.config = self.config_class(*fields, **config)
+        self.num_tokens = c.image_size * c.image_size
+        self.tok_embed = Embedding(c.vocab_size, c.dim)
+        self.sos = new_parameter(trunc_normal((1, 1, c.dim)), decay=False)
+        self.pos_embed = new_parameter(trunc_normal((1, self.num_tokens, c.dim)), decay=False)
+        self.dropout = Dropout(c.dropout)
+        self.blocks = [Block(c.dim, c.heads, c.mlp_dim, c.dropout, causal=True) for _ in range(c.depth)]
+        self.norm = LayerNorm(c.dim)
+        self.head = Linear(c.dim, c.vocab_size)
 
     def _check_tokens(self, tokens, what="tokens", limit=None):
         limit = self.num_tokens if limit is None else limit
@@ -223,8 +219,13 @@ class IGPT(Module):
 class IGPTClassifierConfig(IGPTConfig):
     num_classes: int = 10
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
 
-def classifier_preset(name, num_classes, **overrides):
+
+def classifier_preset(name, num_classes=10, **overrides):
     """An iGPT preset with a classification head: classifier_preset("cpu", 10, dim=64)."""
     return IGPTClassifierConfig(**asdict(preset(name, **overrides)), num_classes=num_classes)
 
@@ -241,20 +242,14 @@ class IGPTClassifier(IGPT):
     """
 
     config_class = IGPTClassifierConfig
+    preset = staticmethod(classifier_preset)
 
-    def __init__(self, image_size=16, vocab_size=512, dim=128, depth=4, heads=4, mlp_dim=512, dropout=0.0,
-                 num_classes=10):  # fmt: skip
-        super().__init__(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.config = IGPTClassifierConfig(image_size, vocab_size, dim, depth, heads, mlp_dim, dropout, num_classes)
-        self.clf_head = Linear(dim, num_classes)
+    def __init__(self, *fields, **config):
+        """IGPTClassifier(**fields of IGPTClassifierConfig): an IGPT's, and num_classes."""
+        super().__init__(*fields, **config)
+        self.clf_head = Linear(self.config.dim, self.config.num_classes)
         for p in self.clf_head.parameters():
             p.data[...] = 0
-
-    @classmethod
-    def from_preset(cls, name, num_classes=10, **overrides):
-        return cls.from_config(classifier_preset(name, num_classes, **overrides))
 
     def forward(self, tokens):
         """tokens: ids (B, T') -> next-token logits (B, T', K), class logits (B, C)"""

@@ -78,15 +78,15 @@ class MaskedPatchViT(ViT):
     `TrainConfig.init` (its head, of other classes, is not taken: it starts at zero).
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *fields, **config):
+        super().__init__(*fields, **config)
         if self.config.patch_dropout:
             raise ValueError("masked patch prediction needs every patch's output token: set patch_dropout 0")
         self.mask_token = new_parameter(trunc_normal((1, 1, self.config.dim)), decay=False)
 
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        return cls.from_config(masked_patch_preset(name, **overrides))
+    @staticmethod
+    def preset(name, **overrides):
+        return masked_patch_preset(name, **overrides)
 
     def forward(self, images, corruption):
         """images (B, H, W, C), corruption: a Corruption on the model's backend -> colour logits (B, N, 512)"""

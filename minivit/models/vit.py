@@ -21,13 +21,17 @@ to the input of every block) or "every-layer-shared" (one E_pos added to the inp
     bigger = model.resize(48)                 # Sec. 3.2: the same weights at 48×48, E_pos interpolated
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .. import backend, ops
 from ..nn import GELU, Block, Conv2d, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
-from .presets import from_presets
+from .presets import Configured, check_heads, from_presets
+
+
+POS_KINDS = ("1d", "2d", "none", "relative")
+POS_PLACES = ("input", "every-layer", "every-layer-shared")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,36 @@ class ViTConfig:
     pos_embed: str = "1d"  # "1d", "2d", "none" or "relative" (Appendix D.4)
     pos_place: str = "input"  # "input" (Eq. 1), "every-layer" or "every-layer-shared"
 
+    def __post_init__(self):  # every way to a ViT (keywords, a preset, a checkpoint) checks its shape here
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.pos_embed not in POS_KINDS or self.pos_place not in POS_PLACES:
+            raise ValueError(f"pos_embed must be one of {POS_KINDS} and pos_place one of {POS_PLACES}, got "
+                             f"{self.pos_embed!r} and {self.pos_place!r}")  # fmt: skip
+        if self.pos_embed in ("none", "relative") and self.pos_place != "input":
+            raise ValueError(f"pos_place {self.pos_place!r} places an absolute position embedding; pos_embed "
+                             f"{self.pos_embed!r} has none to place")  # fmt: skip
+        if self.pos_embed == "2d" and self.dim % 2:
+            raise ValueError(f"pos_embed '2d' splits dim into a row half and a column half; dim {self.dim} is odd")
+        if self.patch_dropout and (self.pos_place != "input" or self.pos_embed == "relative"):
+            raise ValueError(f"patch_dropout drops tokens after the input, so it needs pos_place 'input' and an "
+                             f"absolute pos_embed, got {self.pos_embed!r} at {self.pos_place!r}")  # fmt: skip
+        if self.stem_width < 0 or (self.stem_width and not self.stem):
+            raise ValueError(f"stem_width must be 0, or >= 1 with a stem, got stem_width {self.stem_width}, "
+                             f"stem {self.stem}")  # fmt: skip
+        if self.stem < 0 or (self.stem and self.last_stem_width >> (self.stem - 1) < 1):
+            raise ValueError(f"stem must be >= 0, with a first width (last width / 2^(stem-1)) of at least 1; got "
+                             f"stem {self.stem}, last width {self.last_stem_width}")  # fmt: skip
+        if self.image_size % (self.patch_size << self.stem):
+            after = f" after a stem of {self.stem} stride-2 convolutions" if self.stem else ""
+            raise ValueError(f"image {self.image_size}×{self.image_size} is not divisible by patch "
+                             f"{self.patch_size}{after}")  # fmt: skip
+        check_heads(self.dim, self.heads)
+
+    @property
+    def last_stem_width(self):
+        return self.stem_width or self.dim // 2
+
 
 PRESETS = {
     # ViT-Tiny's width and heads (192, 3) at CIFAR scale: 64 patches of 4×4, 6 blocks, 1.8 M parameters.
@@ -57,16 +91,12 @@ PRESETS = {
 }
 
 
-POS_KINDS = ("1d", "2d", "none", "relative")
-POS_PLACES = ("input", "every-layer", "every-layer-shared")
-
-
 def preset(name, **overrides):
     """A named ViTConfig, with any field overridden: preset("tiny", num_classes=100)."""
     return from_presets(PRESETS, name, "preset", **overrides)
 
 
-class ViT(Module):
+class ViT(Configured, Module):
     """Vision Transformer classifier.
 
     Parameters (names as in state_dict()):
@@ -83,68 +113,36 @@ class ViT(Module):
     """
 
     config_class = ViTConfig
+    preset = staticmethod(preset)
 
-    def __init__(self, image_size=32, patch_size=4, num_classes=10, dim=192, depth=6, heads=3,
-                 mlp_dim=384, pool="cls", dropout=0.0, in_channels=3, patch_dropout=0.0, stem=0, stem_width=0,
-                 pos_embed="1d", pos_place="input"):  # fmt: skip
-        self.config = ViTConfig(image_size, patch_size, num_classes, dim, depth, heads, mlp_dim,
-                                pool, dropout, in_channels, patch_dropout, stem, stem_width, pos_embed, pos_place)
-        if pool not in ("cls", "mean"):
-            raise ValueError(f"pool must be 'cls' or 'mean', got {pool!r}")
-        if pos_embed not in POS_KINDS or pos_place not in POS_PLACES:
-            raise ValueError(f"pos_embed must be one of {POS_KINDS} and pos_place one of {POS_PLACES}, got "
-                             f"{pos_embed!r} and {pos_place!r}")  # fmt: skip
-        if pos_embed in ("none", "relative") and pos_place != "input":
-            raise ValueError(f"pos_place {pos_place!r} places an absolute position embedding; pos_embed "
-                             f"{pos_embed!r} has none to place")  # fmt: skip
-        if pos_embed == "2d" and dim % 2:
-            raise ValueError(f"pos_embed '2d' splits dim into a row half and a column half; dim {dim} is odd")
-        if patch_dropout and (pos_place != "input" or pos_embed == "relative"):
-            raise ValueError(f"patch_dropout drops tokens after the input, so it needs pos_place 'input' and an "
-                             f"absolute pos_embed, got {pos_embed!r} at {pos_place!r}")  # fmt: skip
-        if stem_width < 0 or (stem_width and not stem):
-            raise ValueError(f"stem_width must be 0, or >= 1 with a stem, got stem_width {stem_width}, stem {stem}")
-        last_width = stem_width or dim // 2
-        if stem < 0 or (stem and last_width >> (stem - 1) < 1):
-            raise ValueError(f"stem must be >= 0, with a first width (last width / 2^(stem-1)) of at least 1; got "
-                             f"stem {stem}, last width {last_width}")  # fmt: skip
-        if image_size % (patch_size << stem):
-            after = f" after a stem of {stem} stride-2 convolutions" if stem else ""
-            raise ValueError(f"image {image_size}×{image_size} is not divisible by patch {patch_size}{after}")
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.feature_size = image_size >> stem  # the side of what the patches are cut from
-        num_patches = (self.feature_size // patch_size) ** 2
-        num_tokens = num_patches + (pool == "cls")
+    def __init__(self, *fields, **config):
+        """ViT(the fields of ViTConfig, by name or in its order), e.g. ViT(dim=64, heads=2): those not given keep its
+        defaults, and ViTConfig checks that they fit together."""
+        c = self.config = self.config_class(*fields, **config)
+        self.feature_size = c.image_size >> c.stem  # the side of what the patches are cut from
+        num_tokens = (self.feature_size // c.patch_size) ** 2 + (c.pool == "cls")
 
-        self.stem, channels = [], in_channels
-        for width in (last_width >> (stem - 1 - i) for i in range(stem)):  # halving the side, doubling the width
+        self.stem, channels = [], c.in_channels
+        for i in range(c.stem):  # halving the side, doubling the width up to the last width
+            width = c.last_stem_width >> (c.stem - 1 - i)
             self.stem += [Conv2d(channels, width, 3, stride=2, padding=1), LayerNorm(width), GELU()]
             channels = width
-        self.patch_embed = Linear(patch_size * patch_size * channels, dim)
-        if pool == "cls":
-            self.cls_token = new_parameter(trunc_normal((1, 1, dim)), decay=False)
-        tables = depth if pos_place == "every-layer" else 1
-        grid = self.feature_size // patch_size
-        if pos_embed == "1d":
-            self.pos_embed = new_parameter(trunc_normal((tables, num_tokens, dim)), decay=False)
-        elif pos_embed == "2d":
-            self.pos_row = new_parameter(trunc_normal((tables, grid, dim // 2)), decay=False)
-            self.pos_col = new_parameter(trunc_normal((tables, grid, dim // 2)), decay=False)
-        self.dropout = Dropout(dropout)
-        self.patch_dropout = PatchDropout(patch_dropout, num_prefix=int(pool == "cls"))
-        relative = num_tokens if pos_embed == "relative" else 0
-        self.blocks = [Block(dim, heads, mlp_dim, dropout, relative=relative) for _ in range(depth)]
-        self.norm = LayerNorm(dim)
-        self.head = Linear(dim, num_classes)
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**asdict(config))
-
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        return cls.from_config(preset(name, **overrides))
+        self.patch_embed = Linear(c.patch_size * c.patch_size * channels, c.dim)
+        if c.pool == "cls":
+            self.cls_token = new_parameter(trunc_normal((1, 1, c.dim)), decay=False)
+        tables = c.depth if c.pos_place == "every-layer" else 1
+        grid = self.feature_size // c.patch_size
+        if c.pos_embed == "1d":
+            self.pos_embed = new_parameter(trunc_normal((tables, num_tokens, c.dim)), decay=False)
+        elif c.pos_embed == "2d":
+            self.pos_row = new_parameter(trunc_normal((tables, grid, c.dim // 2)), decay=False)
+            self.pos_col = new_parameter(trunc_normal((tables, grid, c.dim // 2)), decay=False)
+        self.dropout = Dropout(c.dropout)
+        self.patch_dropout = PatchDropout(c.patch_dropout, num_prefix=int(c.pool == "cls"))
+        relative = num_tokens if c.pos_embed == "relative" else 0
+        self.blocks = [Block(c.dim, c.heads, c.mlp_dim, c.dropout, relative=relative) for _ in range(c.depth)]
+        self.norm = LayerNorm(c.dim)
+        self.head = Linear(c.dim, c.num_classes)
 
     def _check_images(self, images):
         c = self.config

@@ -13,8 +13,6 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, dim, heads, dropout=0.0, causal=False, relative=0):
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.causal = causal
         self.qkv = Linear(dim, 3 * dim)  # U_qkv, [q | k | v] column blocks

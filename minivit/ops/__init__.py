@@ -8,7 +8,7 @@ whatever backend their inputs live on.
 """
 
 from .attention import (AttentionCache, attention_backward, attention_core, attention_core_backward, attention_decode,
-                        attention_forward)
+                        attention_forward)  # fmt: skip
 from .conv import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward

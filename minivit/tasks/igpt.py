@@ -22,7 +22,7 @@ from ..data import random_flip
 from ..data.palette import Palette, downsample
 from ..models import IGPT, IGPTClassifier
 from ..models.igpt import classifier_preset, preset
-from . import ClassificationMetrics, eval_parts, scores
+from .base import Classification, Task, eval_parts, scores
 
 DEFAULT_PALETTE_SAMPLE = 200_000
 
@@ -83,7 +83,7 @@ def bigram_nats(train, test, k, width=None):
     return (float(rest) + first) / test.size
 
 
-class _TokenTask:
+class _TokenTask(Task):
     """What pretraining and fine-tuning share: the palette, the images as tokens, the flip."""
 
     model_fields = ("image_size", "vocab_size", "dim", "depth", "heads", "mlp_dim", "dropout")
@@ -95,7 +95,7 @@ class _TokenTask:
         """Fits the palette, or takes it from `arrays` (of the checkpoint the run resumes or starts
         from), and turns the images into tokens."""
         self.config = config
-        model = config.model_config(len(data.classes))
+        model = config.model_config()
         self.size, k = model.image_size, model.vocab_size
         side = data.train_images.shape[1]
         if side % self.size:
@@ -117,6 +117,10 @@ class _TokenTask:
         self.meta = {"classes": list(data.classes)}
         self.arrays = {"palette.centers": backend.to_numpy(palette.centers)}
 
+    @classmethod
+    def palette(cls, arrays, backend_name):
+        return Palette(backend.to_device(arrays["palette.centers"], backend_name))
+
     def _train_tokens(self, idx, rng):
         """The training batch idx as ids (B, T), each token grid mirrored left-right with probability ½
         when the run flips."""
@@ -130,7 +134,9 @@ class _TokenTask:
 class Pretrain(_TokenTask):
     """Next-pixel prediction with iGPT (see the module docstring). A task of minivit.train's loop."""
 
+    name, description = "igpt", "iGPT's next-pixel pretraining"
     model_class = IGPT
+    commands = ("evaluate", "sample", "probe")
     not_applicable = {**_TokenTask.not_applicable, "label_smoothing": 0.0, "gen_loss_weight": 0.0}
     sums = ()
 
@@ -140,7 +146,7 @@ class Pretrain(_TokenTask):
 
     def __init__(self, config, data, arrays=None):
         super().__init__(config, data, arrays)
-        k = config.model_config(len(data.classes)).vocab_size
+        k = config.model_config().vocab_size
         test = self.eval_tokens["test"]
         self.meta["baselines"] = {"unigram": unigram_nats(self.train_tokens, test, k),
                                   "bigram": bigram_nats(self.train_tokens, test, k),
@@ -157,17 +163,17 @@ class Pretrain(_TokenTask):
     def evaluate(self, model, part):
         return {"loss": mean_nats(model, self.eval_tokens[part], self.config.eval_batch_size)}
 
-    @staticmethod
-    def epoch_metrics(sums):
-        return {"train_loss": sums["loss"] / sums["seen"]}
-
-    @staticmethod
-    def summary(m):
+    def summary(self, m):
         return (f"train {m['train_loss']:.4f}  {scores(m, 'loss', '.4f')} nats/token "
                 f"(test {m['test_loss'] / math.log(2):.3f} bits)")  # fmt: skip
 
+    def report(self, metrics, count):
+        nats, baselines = metrics["loss"], ", ".join(f"{k} {v:.4f}" for k, v in self.meta["baselines"].items())
+        return (f"{nats:.4f} nats per token ({nats / math.log(2):.3f} bits) on the {count} test images; "
+                f"baselines on these test tokens: {baselines}")  # fmt: skip
 
-class Finetune(ClassificationMetrics, _TokenTask):
+
+class Finetune(Classification, _TokenTask):
     """Classification with iGPT (Sec. 3.4), from a pretraining checkpoint (TrainConfig.init) or from
     scratch: class logits from the average of the final LayerNorm's output, and the loss
 
@@ -178,7 +184,9 @@ class Finetune(ClassificationMetrics, _TokenTask):
     the model was pretrained on; from scratch it is fitted as for pretraining.
     """
 
+    name, description = "finetune", "iGPT's classification"
     model_class = IGPTClassifier
+    commands = ("evaluate", "predict", "sample", "probe")
 
     @staticmethod
     def preset(name, num_classes, **overrides):
@@ -205,8 +213,16 @@ class Finetune(ClassificationMetrics, _TokenTask):
         return loss, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
 
     def evaluate(self, model, part):
-        metrics = classify_tokens(model, self.eval_tokens[part], self.eval_labels[part], self.config.eval_batch_size)
-        return {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
+        return classify_tokens(model, self.eval_tokens[part], self.eval_labels[part], self.config.eval_batch_size)
+
+    @classmethod
+    def input_side(cls, model):
+        return 32  # CIFAR's images, area-averaged to the model's image_size as in training
+
+    @classmethod
+    def image_logits(cls, model, meta, arrays, pixels):
+        tokens = tokenize(pixels[None], model.config.image_size, cls.palette(arrays, "numpy"))
+        return backend.to_numpy(model(tokens)[1])[0]
 
 
 def classify_tokens(model, tokens, labels, batch_size):

@@ -12,14 +12,21 @@ import numpy as np
 from .. import backend, ops
 from ..data import augment
 from ..data.cifar import get_spec
-from ..models.masked_patches import UNTOUCHED, Corruption, MaskedPatchViT, draw_corruption, masked_patch_preset
+from ..models.masked_patches import (
+    UNTOUCHED,
+    Corruption,
+    MaskedPatchViT,
+    draw_corruption,
+    masked_patch_preset,
+)
 from ..models.masked_patches import mean_colours as colour_targets
-from . import ClassificationMetrics, eval_parts
+from .base import Classification, eval_parts
 
 
-class MaskedPatches(ClassificationMetrics):
-    """A task of minivit.train's loop (see minivit.train.Classify for what a task gives the loop)."""
+class MaskedPatches(Classification):
+    """A task of minivit.train's loop (see minivit.tasks.base.Task for what a task gives the loop)."""
 
+    name, description = "mpp", "the ViT's masked patch prediction"
     model_class = MaskedPatchViT
     model_fields = ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "stem", "stem_width",
                     "pos_embed", "pos_place")  # fmt: skip
@@ -29,7 +36,7 @@ class MaskedPatches(ClassificationMetrics):
     # per image by the loop.
     sums = ("correct", "corrupted")
     predictions = "corrupted"
-    accuracy_label = "colour acc"
+    accuracy_label, accuracy_name = "colour acc", "colour accuracy (of the corrupted patches' 3-bit mean colours)"
 
     @staticmethod
     def preset(name, num_classes, **overrides):  # the classes are the 512 colours, not the dataset's
@@ -42,7 +49,7 @@ class MaskedPatches(ClassificationMetrics):
         self.train_images = backend.to_device(data.train_images, config.backend)
         self.eval_parts = eval_parts(data)
         self.eval_images = {part: data.part(part)[0] for part in self.eval_parts}
-        model = config.model_config(spec.num_classes)
+        model = config.model_config()
         self.pixel_patch = model.patch_size << model.stem  # a patch's side in pixels (hybrid: of the stem's map)
         self.meta, self.arrays = {"classes": list(data.classes)}, {}
 
