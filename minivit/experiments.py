@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .train import RECIPES, load_checkpoint, resume, train
+from .checkpoint import load_checkpoint
+from .config import RECIPES
+from .train import resume, train
 from .viz import plot_experiment
 
 # A 3-epoch mini ViT on 10,000 CIFAR-10 images: about 2 minutes a run on 2 AMD EPYC cores (NumPy; relative

@@ -45,7 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     start_from,
 )
-from .config import RECIPES, TrainConfig  # noqa: F401  (so `from minivit.train import RECIPES, TrainConfig` works)
+from .config import RECIPES, TrainConfig  # noqa: F401  (`from minivit.train import RECIPES, TrainConfig`: users' code)
 from .data import epoch_batches, load_cifar, split
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .tasks import TASKS

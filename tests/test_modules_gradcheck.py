@@ -6,6 +6,7 @@ from helpers import assert_close
 
 from minivit import ViT, backend, nn, ops
 from minivit.gradcheck import check_module, numerical_gradient, relative_error
+from minivit.models.resnet import Bottleneck, ResNet
 
 pytestmark = pytest.mark.usefixtures("op_path")  # the plain ops and the CPU kernels alike
 
@@ -36,9 +37,15 @@ def randomize(module, seed=0, scale=0.5):
         (lambda: nn.MLP(4, 7), (2, 3, 4)),
         (lambda: nn.Block(6, 2, 10), (2, 5, 6)),
         (lambda: nn.Block(6, 3, 5, dropout=0.1, causal=True), (1, 4, 6)),
+        (lambda: nn.GroupNorm(6, 3), (2, 3, 3, 6)),
+        (lambda: nn.StdConv2d(2, 3, 3, stride=2, padding=1), (2, 5, 5, 2)),
+        (lambda: nn.ReLU(), (2, 5)),
+        (lambda: Bottleneck(4, 12, 2, 1), (2, 4, 4, 4)),  # mid 3: a standardised filter of 2 weights is always ±1
+        (lambda: Bottleneck(12, 12, 1, 3), (1, 3, 3, 12)),
     ],
     ids=["linear", "linear-nobias", "conv2d", "layernorm", "gelu", "gelu-tanh", "dropout", "patch-dropout", "msa",
-         "msa-causal-1head", "msa-dropout", "mlp", "block", "block-causal-dropout"],
+         "msa-causal-1head", "msa-dropout", "mlp", "block", "block-causal-dropout", "groupnorm", "std-conv2d", "relu",
+         "bottleneck-projection", "bottleneck-identity"],
 )
 def test_module(rand, make, shape):
     module = randomize(make())
@@ -87,6 +94,25 @@ def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout,
     errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
     for name, p in model.named_parameters():
         errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    assert_close(errors)
+
+
+def test_resnet_end_to_end_through_the_loss(xp, rand):
+    """Every parameter of a two-stage ResNet (root, both units' norms and standardised convolutions, the
+    projection shortcut, the head) and the images, through the cross-entropy loss."""
+    model = randomize(ResNet(image_size=8, num_classes=3, width=4, blocks=(1, 1), groups=2))
+    images, labels = rand(2, 8, 8, 3), xp.asarray([0, 2])
+
+    def loss():
+        return ops.cross_entropy_forward(model.forward(images), labels)[0]
+
+    _, cache = ops.cross_entropy_forward(model(images), labels)
+    model.zero_grad()
+    dimages = model.backward(ops.cross_entropy_backward(cache))
+    errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
+    for name, p in model.named_parameters():
+        errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    assert "units.1.shortcut.weight" in errors and "units.0.shortcut.weight" in errors  # 4 -> 16 channels, then 16 -> 32
     assert_close(errors)
 
 

@@ -122,6 +122,26 @@ def test_conv2d(rand, x_shape, k, f, stride, padding, bias):
     assert_close(check_op(ops.conv2d_forward, ops.conv2d_backward, x, w, b, stride=stride, padding=padding))
 
 
+@pytest.mark.parametrize("shape, groups", [((1, 1, 1, 3), 1), ((2, 3, 3, 4), 2), ((2, 2, 5, 6), 3), ((1, 3, 2, 4), 4)],
+                         ids=["one-pixel", "two-groups", "three-groups", "one-channel-each"])  # fmt: skip
+def test_groupnorm(rand, shape, groups):
+    c = shape[3]
+    assert_close(check_op(ops.groupnorm_forward, ops.groupnorm_backward, rand(*shape), rand(c), rand(c),
+                          groups=groups))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 2), (3, 3, 2, 4), (1, 1, 5, 3)])
+def test_standardize(rand, shape):
+    """(Two weights a filter would standardise to ±1 whatever they are: a zero gradient, nothing to check.)"""
+    assert_close(check_op(ops.standardize_forward, ops.standardize_backward, rand(*shape)))
+
+
+def test_relu(rand):
+    x = rand(3, 7)
+    x[0, :3] = [1e-3, -1e-3, 0.5]  # near 0 on both sides, beyond the central differences' step
+    assert_close(check_op(ops.relu_forward, ops.relu_backward, x))
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (2, 5, 4)])
 def test_mean_pool(rand, shape):
     assert_close(check_op(ops.mean_pool_forward, ops.mean_pool_backward, rand(*shape)))

@@ -278,6 +278,55 @@ def test_conv2d(x_shape, k, stride, padding):
     assert_close(db, tb.grad, "db")
 
 
+@pytest.mark.parametrize("shape, groups", [((2, 5, 4, 6), 3), ((1, 3, 3, 8), 1), ((2, 2, 2, 4), 4)])
+def test_groupnorm(shape, groups):
+    """Against torch's nn.GroupNorm on the NCHW view of minivit's NHWC maps."""
+    rng = np.random.default_rng(16)
+    x, gamma, beta = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape[3]), rng.standard_normal(shape[3])
+    out, cache = ops.groupnorm_forward(x, gamma, beta, groups)
+    dout = rng.standard_normal(out.shape)
+    dx, dgamma, dbeta = ops.groupnorm_backward(dout, cache)
+
+    tx, tg, tb = to_t(x, grad=True), to_t(gamma, grad=True), to_t(beta, grad=True)
+    tout = F.group_norm(tx.permute(0, 3, 1, 2), groups, tg, tb, eps=1e-5).permute(0, 2, 3, 1)
+    tout.backward(to_t(dout))
+    for name, ours, ref in (("out", out, tout), ("dx", dx, tx.grad), ("dgamma", dgamma, tg.grad),
+                            ("dbeta", dbeta, tb.grad)):  # fmt: skip
+        assert_close(ours, ref, name)
+
+
+def test_standardized_convolution():
+    """BiT's StdConv2d: the kernel standardised per output channel (biased variance, eps 1e-10), then a
+    convolution; written in torch from that definition, minivit's two ops chained against it."""
+    rng = np.random.default_rng(17)
+    x, w = rng.standard_normal((2, 6, 6, 3)), rng.standard_normal((3, 3, 3, 5)) * 0.1 + 0.05
+    what, std_cache = ops.standardize_forward(w)
+    out, conv_cache = ops.conv2d_forward(x, what, None, 2, 1)
+    dout = rng.standard_normal(out.shape)
+    dx, dwhat, _ = ops.conv2d_backward(dout, conv_cache)
+    dw = ops.standardize_backward(dwhat, std_cache)
+
+    tx, tw = to_t(x, grad=True), to_t(w, grad=True)
+    mean = tw.mean(dim=(0, 1, 2), keepdim=True)
+    var = ((tw - mean) ** 2).mean(dim=(0, 1, 2), keepdim=True)
+    tout = torch_conv2d(tx, (tw - mean) / torch.sqrt(var + 1e-10), None, 2, 1)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(dx, tx.grad, "dx")
+    assert_close(dw, tw.grad, "dw")
+
+
+def test_relu():
+    rng = np.random.default_rng(18)
+    x, dout = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    out, cache = ops.relu_forward(x)
+    tx = to_t(x, grad=True)
+    tout = F.relu(tx)
+    tout.backward(to_t(dout))
+    assert_close(out, tout, "out")
+    assert_close(ops.relu_backward(dout, cache), tx.grad, "dx")
+
+
 @pytest.mark.parametrize("shape, patch", [((2, 8, 8, 3), 4), ((1, 6, 9, 2), 3), ((3, 4, 4, 1), 1), ((2, 4, 4, 3), 4)])
 def test_patchify(shape, patch):
     rng = np.random.default_rng(10)
@@ -386,6 +435,61 @@ def test_vit(pool, stem, stem_width, pos_embed, pos_place):
     assert_close(logits, tlogits, "logits")
     assert_close(loss, tloss, "loss")
     assert_close(dimages, timages.grad, "dimages")
+    for name, p in model.named_parameters():
+        assert_close(p.grad, params[name].grad, f"grad of {name}")
+
+
+def torch_resnet(images, params, config):
+    """The BiT-style ResNet from its definition (pre-activation bottlenecks, GroupNorm, standardised
+    convolutions), in torch's NCHW layout."""
+
+    def std_conv(x, name, stride=1, padding=0):
+        w = params[name].permute(3, 2, 0, 1)  # HWIO -> OIHW
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return F.conv2d(x, (w - mean) / torch.sqrt(var + 1e-10), stride=stride, padding=padding)
+
+    def gn_relu(x, name):
+        return F.relu(F.group_norm(x, config.groups, params[f"{name}.weight"], params[f"{name}.bias"], eps=1e-5))
+
+    x = std_conv(images.permute(0, 3, 1, 2), "root.weight", padding=1)
+    unit = 0
+    for stage, count in enumerate(config.blocks):
+        for i in range(count):
+            u = f"units.{unit}"
+            stride = 2 if stage > 0 and i == 0 else 1
+            h = gn_relu(x, f"{u}.norm1")
+            y = std_conv(h, f"{u}.conv1.weight")
+            y = std_conv(gn_relu(y, f"{u}.norm2"), f"{u}.conv2.weight", stride, 1)
+            y = std_conv(gn_relu(y, f"{u}.norm3"), f"{u}.conv3.weight")
+            shortcut = f"{u}.shortcut.weight"
+            x = y + (std_conv(h, shortcut, stride) if shortcut in params else x)
+            unit += 1
+    pooled = gn_relu(x, "norm").mean(dim=(2, 3))
+    return torch_linear(pooled, params, "head")
+
+
+def test_resnet():
+    from minivit.models.resnet import ResNet
+
+    rng = np.random.default_rng(19)
+    model = ResNet(image_size=8, num_classes=5, width=4, blocks=(2, 1), groups=2).to(dtype=np.float64)
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.shape) * 0.3  # GroupNorm weights not all ones, the head not zero
+    images, labels = rng.standard_normal((3, 8, 8, 3)), rng.integers(0, 5, size=3)
+
+    logits = model(images)
+    loss, cache = ops.cross_entropy_forward(logits, labels)
+    dimages = model.backward(ops.cross_entropy_backward(cache))
+
+    params = {name: to_t(a, grad=True) for name, a in model.state_dict().items()}
+    timages = to_t(images, grad=True)
+    tlogits = torch_resnet(timages, params, model.config)
+    F.cross_entropy(tlogits, to_ids(labels)).backward()
+    assert_close(logits, tlogits, "logits")
+    assert_close(dimages, timages.grad, "dimages")
+    shortcuts = {name for name in params if "shortcut" in name}
+    assert shortcuts == {"units.0.shortcut.weight", "units.2.shortcut.weight"}  # where the shape changes, not in unit 1
     for name, p in model.named_parameters():
         assert_close(p.grad, params[name].grad, f"grad of {name}")
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import backend, ops
 from ..nn import GELU, Block, Conv2d, Dropout, LayerNorm, Linear, Module, PatchDropout, new_parameter, trunc_normal
+from .inputs import check_images
 from .presets import Configured, check_heads, from_presets
 
 
@@ -144,25 +145,6 @@ class ViT(Configured, Module):
         self.norm = LayerNorm(c.dim)
         self.head = Linear(c.dim, c.num_classes)
 
-    def _check_images(self, images):
-        c = self.config
-        xp = backend.array_module(images)
-        if images.ndim != 4:
-            raise ValueError(f"expected images of shape (B, H, W, C), got an array of shape {images.shape}")
-        _, h, w, ch = images.shape
-        if ch != c.in_channels:
-            raise ValueError(f"expected {c.in_channels} channels (NHWC images), got {ch} in shape {images.shape}")
-        if (h, w) != (c.image_size, c.image_size):
-            raise ValueError(f"expected {c.image_size}×{c.image_size} images, got {h}×{w}")
-        if images.dtype.kind != "f":
-            raise ValueError(
-                f"expected floating-point images, got {images.dtype}; convert with images.astype(np.float32) / 255"
-            )
-        if images.dtype != self.dtype:
-            raise ValueError(f"expected {self.dtype} images (the model's dtype), got {images.dtype}")
-        if not bool(xp.isfinite(images).all()):
-            raise ValueError("images contain NaN or infinite values")
-
     def forward(self, images):
         """images: (B, H, W, C) floating point -> logits (B, num_classes)"""
         ### BEGIN SOLUTION
@@ -190,7 +172,7 @@ class ViT(Configured, Module):
 
     def _embed_patches(self, images):
         """images (B, H, W, C) -> x_p E (B, N, D): the stem's convolutions (hybrid), patches, embedding."""
-        self._check_images(images)
+        check_images(self, images)
         x = images
         for layer in self.stem:
             x = layer(x)  # each convolution halves H and W: (B, H/2^n, W/2^n, S) after all n

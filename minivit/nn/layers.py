@@ -49,6 +49,56 @@ class Conv2d(Module):
         return dx
 
 
+class StdConv2d(Module):
+    """BiT's convolution: the kernel standardised per output channel before it is applied (weight
+    standardisation), no bias (a GroupNorm follows); kernel initialised as Conv2d's."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        fan_in = kernel_size * kernel_size * in_channels
+        self.weight = new_parameter(trunc_normal((kernel_size, kernel_size, in_channels, out_channels), std=fan_in**-0.5))
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x):
+        """x: (B, H, W, in_channels) -> (B, H', W', out_channels)"""
+        standardized, self._std_cache = ops.standardize_forward(self.weight.data)
+        out, self._cache = ops.conv2d_forward(x, standardized, None, self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dw, _ = ops.conv2d_backward(dout, self._cache)
+        self.weight.grad += ops.standardize_backward(dw, self._std_cache)
+        return dx
+
+
+class GroupNorm(Module):
+    """Normalise each image's groups of channels (channels-last maps), then scale by γ (ones) and shift by β."""
+
+    def __init__(self, channels, groups, eps=1e-5):
+        self.weight = new_parameter(np.ones(channels), decay=False)
+        self.bias = new_parameter(np.zeros(channels), decay=False)
+        self.groups, self.eps = groups, eps
+
+    def forward(self, x):
+        """x: (B, H, W, C) -> (B, H, W, C)"""
+        out, self._cache = ops.groupnorm_forward(x, self.weight.data, self.bias.data, self.groups, self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = ops.groupnorm_backward(dout, self._cache)
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+
+class ReLU(Module):
+    def forward(self, x):
+        out, self._cache = ops.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return ops.relu_backward(dout, self._cache)
+
+
 class LayerNorm(Module):
     """Normalise the last axis, then scale by γ (ones) and shift by β (zeros)."""
 

@@ -13,13 +13,16 @@ from .conv import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .gelu import gelu_backward, gelu_forward
+from .groupnorm import groupnorm_backward, groupnorm_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward
 from .losses import cross_entropy_backward, cross_entropy_forward
 from .patch_dropout import patch_dropout_backward, patch_dropout_forward
 from .patches import patchify, patchify_backward, unpatchify
 from .pooling import mean_pool_backward, mean_pool_forward
+from .relu import relu_backward, relu_forward
 from .softmax import softmax_backward, softmax_forward
+from .standardize import standardize_backward, standardize_forward
 
 __all__ = [
     "AttentionCache",
@@ -38,6 +41,8 @@ __all__ = [
     "embedding_forward",
     "gelu_backward",
     "gelu_forward",
+    "groupnorm_backward",
+    "groupnorm_forward",
     "layernorm_backward",
     "layernorm_forward",
     "linear_backward",
@@ -48,7 +53,11 @@ __all__ = [
     "patch_dropout_forward",
     "patchify",
     "patchify_backward",
+    "relu_backward",
+    "relu_forward",
     "softmax_backward",
     "softmax_forward",
+    "standardize_backward",
+    "standardize_forward",
     "unpatchify",
 ]
