@@ -39,7 +39,8 @@ HELP = {
             "ViT's masked patch prediction)",
     "init": "a checkpoint.npz to start from (its model weights, and an iGPT's palette); default: random weights",
     "dataset": "cifar10 or cifar100",
-    "model": "the task's preset (ViT: tiny, mini; iGPT: cpu, gpu); the model flags override its fields",
+    "model": "the task's preset (ViT: tiny, mini; the ResNet baseline: resnet-mini, resnet-tiny; iGPT: cpu, gpu); the "
+             "model flags override its fields",
     "image_size": "iGPT: images are area-averaged to this (T = image_size² tokens); ViT: resized (bilinear) to it",
     "vocab_size": "iGPT: the palette's number of colours K",
     "palette_sample": "iGPT: pixels the palette's k-means is fitted on (default 200000)",

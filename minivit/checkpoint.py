@@ -3,8 +3,9 @@ another run's weights (TrainConfig.init).
 
 checkpoint.npz: "model.<name>" (the model's state_dict), "optim.<name>" (the optimiser's, with the
 schedule's step), what the task adds (iGPT: "palette.centers"), and "meta": JSON of the TrainConfig
-("train"), the model's config ("model"), the task's meta (classes, ...) and "state", the position in
-training (epoch, step, running sums, elapsed time, metrics history, and the code and CPU that trained it).
+("train"), the model's class and config ("model_class", "model"), the task's meta (classes, ...) and
+"state", the position in training (epoch, step, running sums, elapsed time, metrics history, and the
+code and CPU that trained it).
 """
 
 import json
@@ -45,9 +46,11 @@ def load_checkpoint(path):
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
-        model_class = TASKS[meta["train"].get("task", "classify")].model_class
+        task = TASKS[meta["train"].get("task", "classify")]
+        # the model it names (the task's first for checkpoints written before they named one)
+        model_class = next(m for m in task.models if m.__name__ == meta.get("model_class", task.models[0].__name__))
         model = model_class.from_config(model_class.config_class(**meta["model"]))
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, TypeError, StopIteration, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a minivit checkpoint of this version ({e})") from e
     model.load_state_dict({k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")})
     return model, meta, arrays

@@ -22,7 +22,7 @@ class TrainConfig:
     task: str = "classify"  # one of TASKS: "classify" (a ViT), "igpt", "finetune" (iGPT's), "mpp" (masked patches)
     init: str | None = None  # a checkpoint.npz whose model weights the run starts from (fine-tuning); None: random
     dataset: str = "cifar10"
-    model: str = "mini"  # a preset of the task's model (ViT: tiny, mini; iGPT: cpu, gpu); fields below override it
+    model: str = "mini"  # the task's preset (ViT: tiny, mini; ResNet: resnet-mini, -tiny; iGPT: cpu, gpu); fields below override it
     image_size: int | None = None  # iGPT: images area-averaged to this (T = image_size²); ViT: resized to it
     vocab_size: int | None = None  # iGPT: the palette's K colours
     palette_sample: int | None = None  # iGPT: pixels the palette's k-means is fitted on (None: 200,000)

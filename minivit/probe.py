@@ -56,7 +56,7 @@ class LinearProbe:
         init: a fitted LinearProbe of the same shape to start from (a warm start along a λ grid)."""
         from scipy.optimize import minimize
 
-        x, labels = _host(features), _labels(labels, len(features))
+        x, labels = host_features(features), class_ids(labels, len(features))
         num_classes = num_classes or int(labels.max()) + 1
         self.mean = x.mean(axis=0)
         self.scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)  # a constant feature stays 0
@@ -82,11 +82,11 @@ class LinearProbe:
 
     def predict(self, features):
         """features (N, F) -> class ids (N,)"""
-        z = (_host(features) - self.mean) / self.scale
+        z = (host_features(features) - self.mean) / self.scale
         return (z @ self.weight + self.bias).argmax(axis=1)
 
     def accuracy(self, features, labels):
-        return float((self.predict(features) == _labels(labels, len(features))).mean())
+        return float((self.predict(features) == class_ids(labels, len(features))).mean())
 
 
 def choose_l2(features, labels, holdout, grid=L2_GRID, num_classes=None):
@@ -140,7 +140,7 @@ def few_labels(train_features, train_labels, test_features, test_labels, per_cla
 
     returns {count: [test accuracy of each draw]}
     """
-    labels = _labels(train_labels, len(train_features))
+    labels = class_ids(train_labels, len(train_features))
     num_classes = int(max(labels.max(), np.max(test_labels))) + 1
     members = [np.flatnonzero(labels == c) for c in range(num_classes)]
     fewest = min(len(m) for m in members)
@@ -202,14 +202,16 @@ def peak_memory_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kilobytes on Linux
 
 
-def _host(features):
+def host_features(features):
+    """Features (N, F) on the host, in float64, or a ValueError naming the shape expected."""
     x = backend.to_numpy(features)
     if x.ndim != 2:
         raise ValueError(f"features must have shape (N, F), got {x.shape}")
     return x.astype(np.float64)
 
 
-def _labels(labels, n):
+def class_ids(labels, n):
+    """n integer class ids as NumPy int64, or a ValueError naming what was expected."""
     labels = backend.to_numpy(labels)
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be {n} integer class ids (one per feature row), got {labels.dtype} "

@@ -87,7 +87,8 @@ def train(config, run_dir, data_dir=None, source=None, progress=True, callbacks=
     init, _, init_arrays = load_checkpoint(config.init) if config.init else (None, None, None)
     task = TASKS[config.task](config, data, init_arrays)  # iGPT's tasks take the init checkpoint's palette
     backend.seed(config.seed)  # the initial weights
-    model = task.model_class.from_config(config.model_config())
+    model_config = config.model_config()
+    model = task.model_for(model_config).from_config(model_config)
     if init is not None:
         start_from(model, init, config.init)
     model.to(config.backend, config.dtype)
@@ -141,7 +142,8 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
         raise ValueError(f"batch_size {config.batch_size} is larger than the {task.num_train} training images")
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config), **task.meta}
+    meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config),
+            "model_class": type(model).__name__, **task.meta}  # fmt: skip
     # Every version and machine that trained part of the run: float32 training is chaotic, and another CPU's
     # BLAS kernels round differently, so a run repeats its bits on the same kind of machine only.
     version, code = f"{code_version()} on {cpu_name()}", state.setdefault("code", [])

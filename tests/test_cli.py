@@ -75,7 +75,7 @@ def test_predict_prints_the_top_5(run_dir, cifar_dir, tmp_path):
     [
         (["train", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--archive", "/no/such/cifar.tar.gz", "--data-dir", "/no/such/dir"], "does not exist"),
-        (["train", "--model", "huge"], "unknown preset 'huge'"),
+        (["train", "--model", "huge"], "unknown model 'huge' for task 'classify'"),
         (["train", "--resume", "/no/such/run"], "has no checkpoint.npz"),
         (["evaluate", "/no/such/checkpoint.npz"], "does not exist"),
         (["predict", "/no/such/checkpoint.npz", "x.png"], "does not exist"),

@@ -1,12 +1,19 @@
 """The BiT-style ResNet (the ViT paper's convolutional baseline): its layout, presets, checks and cost."""
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
 import pytest
+from helpers import assert_bit_identical, ctrl_c_at
 
+import minivit
+from minivit.checkpoint import load_checkpoint
+from minivit.config import TrainConfig
 from minivit.models.resnet import PRESETS, ResNet, ResNetConfig
+from minivit.train import resume, train
 
 
 def test_layout_names_and_shapes():
@@ -65,3 +72,40 @@ def test_a_checkpoints_json_config_builds_the_same_model():
 def test_bad_configs_are_clear_errors(fields, message):
     with pytest.raises(ValueError, match=message):
         ResNet(**fields)
+
+
+# The mini ResNet on images resized to 8×8 (8, 4 and 2 pixels a side in its stages): seconds a run.
+SMALL = TrainConfig(model="resnet-mini", image_size=8, epochs=2, batch_size=64, lr=2e-3, warmup_epochs=0.5,
+                    train_subset=1024, val_size=256, test_subset=200)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def whole(cifar_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resnet") / "whole"
+    return run_dir, train(SMALL, run_dir, data_dir=cifar_dir, progress=False)
+
+
+def test_trains_through_the_loop_and_resumes_bit_identical(whole, cifar_dir, tmp_path):
+    run_dir, history = whole
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["test_accuracy"] > 0.15
+    with pytest.raises(minivit.train.Interrupted, match="stopped at epoch 2, step 3"):
+        train(SMALL, tmp_path / "stopped", data_dir=cifar_dir, progress=False, callbacks=[ctrl_c_at(2, 3)])
+    resume(tmp_path / "stopped", data_dir=cifar_dir, progress=False)
+    model, meta, _ = load_checkpoint(tmp_path / "stopped" / "checkpoint.npz")
+    assert isinstance(model, ResNet) and meta["model_class"] == "ResNet"
+    assert_bit_identical(model.state_dict(), load_checkpoint(run_dir / "checkpoint.npz")[0].state_dict())
+    evaluated = subprocess.run([sys.executable, "-m", "minivit", "evaluate", run_dir / "checkpoint.npz",
+                                "--data-dir", cifar_dir], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert evaluated.returncode == 0 and "test accuracy" in evaluated.stdout, evaluated.stderr
+
+
+def test_a_vit_cannot_start_from_a_resnet(whole, cifar_dir, tmp_path):
+    vit = TrainConfig(model="mini", dim=16, depth=1, heads=2, mlp_dim=32, init=str(whole[0] / "checkpoint.npz"),
+                      epochs=1, train_subset=256, test_subset=100)  # fmt: skip
+    with pytest.raises(ValueError, match="cannot start from init .* which holds ResNet weights"):
+        train(vit, tmp_path / "vit", data_dir=cifar_dir, progress=False)
+
+
+def test_a_resnet_takes_no_vit_settings():
+    with pytest.raises(ValueError, match="patch_size set the ViT's layout; model 'resnet-mini' is a ResNet"):
+        TrainConfig(model="resnet-mini", patch_size=2).check()

@@ -279,7 +279,7 @@ def test_train_refuses_to_overwrite_a_run(reference, cifar_dir):
         ({"dtype": "float16"}, "dtype must be"),
         ({"backend": "jax"}, "backend must be"),
         ({"dim": 30, "heads": 4}, "dim 30 is not divisible by heads 4"),
-        ({"model": "huge"}, "unknown preset 'huge'"),
+        ({"model": "huge"}, "unknown model 'huge' for task 'classify'"),
         ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
         ({"heads": 0}, "heads must be at least 1"),
         ({"patch_size": 0}, "patch_size must be at least 1"),

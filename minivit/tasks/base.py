@@ -13,7 +13,8 @@ class Task:
 
     name            the TrainConfig.task that selects it
     description     a few words for messages, e.g. "iGPT's next-pixel pretraining"
-    model_class     the Module it trains (with config_class and from_config)
+    models          the Modules it trains (each with config_class and from_config): model_for(config) picks
+                    the one a model config is for; a checkpoint names its own (load_checkpoint)
     model_fields    the TrainConfig fields that override the model preset's (dim, depth, ...)
     not_applicable  {TrainConfig field: its off value}: another task's settings, an error when set
     preset(name, num_classes, **overrides)   the model's config from a preset's name
@@ -33,7 +34,8 @@ class Task:
     report(metrics, count) -> str                        the evaluate command's line for a test score
     """
 
-    name = description = model_class = None
+    name = description = None
+    models = ()
     model_fields = ()
     not_applicable = {}
     sums = ()
@@ -42,6 +44,11 @@ class Task:
     @staticmethod
     def preset(name, num_classes, **overrides):
         raise NotImplementedError
+
+    @classmethod
+    def model_for(cls, config):
+        """The model class of `models` that a model config (a ViTConfig, a ResNetConfig, ...) is for."""
+        return next(model for model in cls.models if type(config) is model.config_class)
 
     def train_step(self, model, idx, rng):
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """The paper's task: a ViT classifies CIFAR images (augmented), trained with cross-entropy. The default
-task of the training loop (TrainConfig.task "classify")."""
+task of the training loop (TrainConfig.task "classify"). The same task trains the paper's convolutional
+baseline, a BiT-style ResNet (TrainConfig.model "resnet-mini" or "resnet-tiny")."""
 
 import numpy as np
 
@@ -7,15 +8,19 @@ from .. import backend, ops
 from ..data import augment, normalize
 from ..data.cifar import get_spec
 from ..data.resize import resize
-from ..models import ViT, preset
+from ..models import PRESETS, ViT, preset
+from ..models import resnet
 from .base import Classification, eval_parts
+
+
+RESNET = "resnet-"  # the prefix of TrainConfig.model that names a ResNet preset: resnet-mini, resnet-tiny
 
 
 class Classify(Classification):
     """A ViT classifier (see Task for what every task gives the loop and the commands)."""
 
-    name, description = "classify", "a ViT classifier"
-    model_class = ViT
+    name, description = "classify", "a ViT (or ResNet) classifier"
+    models = (ViT, resnet.ResNet)
     model_fields = ("image_size", "patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "patch_dropout",
                     "stem", "stem_width", "pos_embed", "pos_place")  # fmt: skip
     not_applicable = {"vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0}
@@ -23,6 +28,15 @@ class Classify(Classification):
 
     @staticmethod
     def preset(name, num_classes, **overrides):
+        choices = [*PRESETS, *(RESNET + n for n in resnet.PRESETS)]
+        if name not in choices:
+            raise ValueError(f"unknown model {name!r} for task 'classify'; expected one of {choices}")
+        if name.startswith(RESNET):  # the ResNet takes its preset's layout, at any image size
+            vit_only = sorted(set(overrides) - {"image_size"})
+            if vit_only:
+                raise ValueError(f"{', '.join(vit_only)} set the ViT's layout; model {name!r} is a ResNet, which "
+                                 "takes image_size only")  # fmt: skip
+            return resnet.preset(name.removeprefix(RESNET), num_classes=num_classes, **overrides)
         return preset(name, num_classes=num_classes, **overrides)
 
     def __init__(self, config, data, arrays=None):

@@ -135,7 +135,7 @@ class Pretrain(_TokenTask):
     """Next-pixel prediction with iGPT (see the module docstring). A task of minivit.train's loop."""
 
     name, description = "igpt", "iGPT's next-pixel pretraining"
-    model_class = IGPT
+    models = (IGPT,)
     commands = ("evaluate", "sample", "probe")
     not_applicable = {**_TokenTask.not_applicable, "label_smoothing": 0.0, "gen_loss_weight": 0.0}
     sums = ()
@@ -185,7 +185,7 @@ class Finetune(Classification, _TokenTask):
     """
 
     name, description = "finetune", "iGPT's classification"
-    model_class = IGPTClassifier
+    models = (IGPTClassifier,)
     commands = ("evaluate", "predict", "sample", "probe")
 
     @staticmethod

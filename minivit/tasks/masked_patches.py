@@ -27,7 +27,7 @@ class MaskedPatches(Classification):
     """A task of minivit.train's loop (see minivit.tasks.base.Task for what a task gives the loop)."""
 
     name, description = "mpp", "the ViT's masked patch prediction"
-    model_class = MaskedPatchViT
+    models = (MaskedPatchViT,)
     model_fields = ("patch_size", "dim", "depth", "heads", "mlp_dim", "pool", "dropout", "stem", "stem_width",
                     "pos_embed", "pos_place")  # fmt: skip
     not_applicable = {"image_size": None, "vocab_size": None, "palette_sample": None, "gen_loss_weight": 0.0,
