@@ -97,11 +97,8 @@ def test_vit_end_to_end_through_the_loss(xp, rand, pool, dropout, patch_dropout,
     assert_close(errors)
 
 
-def test_resnet_end_to_end_through_the_loss(xp, rand):
-    """Every parameter of a two-stage ResNet (root, both units' norms and standardised convolutions, the
-    projection shortcut, the head) and the images, through the cross-entropy loss."""
-    model = randomize(ResNet(image_size=8, num_classes=3, width=4, blocks=(1, 1), groups=2))
-    images, labels = rand(2, 8, 8, 3), xp.asarray([0, 2])
+def gradient_errors(model, images, labels):
+    """The relative error of the images' gradient and every parameter's, through the cross-entropy loss."""
 
     def loss():
         return ops.cross_entropy_forward(model.forward(images), labels)[0]
@@ -112,6 +109,15 @@ def test_resnet_end_to_end_through_the_loss(xp, rand):
     errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
     for name, p in model.named_parameters():
         errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    return errors
+
+
+def test_resnet_end_to_end_through_the_loss(xp, rand):
+    """Every parameter of a two-stage ResNet (root, both units' norms and standardised convolutions, the
+    projection shortcut, the head) and the images, through the cross-entropy loss."""
+    model = randomize(ResNet(image_size=8, num_classes=3, width=4, blocks=(1, 1), groups=2))
+    images, labels = rand(2, 8, 8, 3), xp.asarray([0, 2])
+    errors = gradient_errors(model, images, labels)
     assert "units.1.shortcut.weight" in errors and "units.0.shortcut.weight" in errors  # 4 -> 16 channels, then 16 -> 32
     assert_close(errors)
 
@@ -126,16 +132,7 @@ def test_vit_position_embedding_variants_through_the_loss(xp, rand, pool, kind, 
     """Appendix D.4's position embeddings, every kind and place, on a 3×3 grid (rows and columns differ)."""
     model = randomize(ViT(**dict(TINY, image_size=12), pool=pool, pos_embed=kind, pos_place=place))
     images, labels = rand(2, 12, 12, 3), xp.asarray([0, 2])
-
-    def loss():
-        return ops.cross_entropy_forward(model.forward(images), labels)[0]
-
-    _, cache = ops.cross_entropy_forward(model(images), labels)
-    model.zero_grad()
-    dimages = model.backward(ops.cross_entropy_backward(cache))
-    errors = {"images": relative_error(dimages, numerical_gradient(loss, images))}
-    for name, p in model.named_parameters():
-        errors[name] = relative_error(p.grad, numerical_gradient(loss, p.data))
+    errors = gradient_errors(model, images, labels)
     expected = {"none": set(), "1d": {"pos_embed"}, "2d": {"pos_row", "pos_col"}, "relative": set()}[kind]
     assert {name for name in errors if name.startswith("pos_")} == expected
     assert ("blocks.1.attn.rel" in errors) == (kind == "relative")
