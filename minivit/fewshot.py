@@ -13,14 +13,28 @@ k shots per class are drawn at random (several seeded draws: with one image a cl
 λ is chosen on held-out training images (the last `holdout` of the training set, never among the
 shots, never the test set) and the test accuracy of that λ is reported, with its spread over draws.
 
+    train_features = image_features(model, train_images, mean, std)     # a ViT's pre-logits, a ResNet's pool
     scores = few_shot(train_features, train_labels, test_features, test_labels, shots=(1, 5, 10, 25))
 """
 
 import numpy as np
 
+from . import backend
+from .data import normalize
 from .probe import class_ids, host_features
 
 RIDGE_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+def image_features(model, images, mean, std, batch_size=500):
+    """A frozen model's features of uint8 images (N, H, W, C), `batch_size` at a time, in eval mode: its
+    `features(images)` (the ViT's pre-logits y of Eq. 4, the ResNet's pooled map). returns NumPy (N, D)"""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(backend.to_device(images[i : i + batch_size], model.backend), mean, std, model.dtype)
+        out.append(backend.to_numpy(model.features(x)))
+    return np.concatenate(out)
 
 
 def ridge_fit(features, labels, num_classes, l2):

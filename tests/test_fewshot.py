@@ -4,7 +4,9 @@ solve, separable data, λ chosen without the test set, and seeded draws."""
 import numpy as np
 import pytest
 
-from minivit.fewshot import ridge_fit, ridge_predict, few_shot
+from minivit import ViT
+from minivit.fewshot import few_shot, image_features, ridge_fit, ridge_predict
+from minivit.models.resnet import ResNet
 
 
 def blobs(n, classes, features, spread, seed=0):
@@ -64,3 +66,21 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
         few_shot(x[:200], y[:200], x[200:], y[200:], **{"holdout": 50, **kwargs})
     with pytest.raises(ValueError, match="l2 must be > 0"):
         ridge_fit(x, y, 3, 0.0)
+
+
+@pytest.mark.parametrize("make", [lambda: ViT(image_size=8, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=8),
+                                  lambda: ViT(image_size=8, patch_size=4, dim=8, depth=1, heads=2, mlp_dim=8, pool="mean"),
+                                  lambda: ResNet(image_size=8, width=4, blocks=(1, 1), groups=2)],
+                         ids=["vit-cls", "vit-mean", "resnet"])  # fmt: skip
+def test_image_features_are_what_the_head_reads(make):
+    """In batches and eval mode: the logits are the features through the head, for every image."""
+    from minivit.data import normalize
+
+    model = make()
+    for p in model.head.parameters():
+        p.data[...] = np.random.default_rng(0).standard_normal(p.shape)
+    images = np.random.default_rng(1).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    features = image_features(model, images, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), batch_size=3)
+    logits = model(normalize(images, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), model.dtype))
+    assert not model.training and features.shape == (7, model.head.weight.shape[0])
+    np.testing.assert_allclose(features @ model.head.weight.data + model.head.bias.data, logits, rtol=1e-5, atol=1e-6)

@@ -128,22 +128,23 @@ SETS = {
                 Part("backward", 9, "block_backward", ("tests/test_modules_gradcheck.py::test_module",), "block",
                      code=("minivit/nn/transformer.py::Block.backward",)),
             )),
-            Item("vit", "ViT.forward / backward: the class token or mean pooling, LN and the head (Eq. 4)", {
-                "minivit/models/vit.py::ViT.forward": "ViT.forward: logits (B, K) from images: _embed_patches, "
-                    "_encode, then y = LN(z_L^0) (pool 'cls') or LN then the mean over tokens (pool 'mean'), head",
+            Item("vit", "ViT.features / backward: the class token or mean pooling, LN and the head (Eq. 4)", {
+                "minivit/models/vit.py::ViT.features": "ViT.features: the pre-logits y (B, D) from images (forward "
+                    "applies the head to them): _embed_patches, _encode, then y = LN(z_L^0) (pool 'cls') or LN then "
+                    "the mean over tokens (pool 'mean')",
                 "minivit/models/vit.py::ViT.backward": "ViT.backward: dimages (B, H, W, C) from dlogits (B, K), "
                     "the forward in reverse: head, pooling, LN, _encode_backward, _embed_patches_backward",
                 "minivit/models/masked_patches.py::MaskedPatchViT.forward": "MaskedPatchViT.forward (not graded; "
-                    "for masked patch prediction): your ViT.forward, with each patch replaced as corruption.source "
+                    "for masked patch prediction): your ViT.features, with each patch replaced as corruption.source "
                     "says (embedding_forward), the [mask] embedding where corruption.kind is MASKED, and LN and the "
                     "head on every patch token",
                 "minivit/models/masked_patches.py::MaskedPatchViT.backward": "MaskedPatchViT.backward (not graded): "
                     "the forward in reverse, as your ViT.backward",
             }, (
                 Part("forward", 7, "vit_forward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",),
-                     code=("minivit/models/vit.py::ViT.forward",)),
+                     code=("minivit/models/vit.py::ViT.features",)),
                 Part("backward", 8, "vit_backward", ("tests/test_modules_gradcheck.py::test_vit_end_to_end_through_the_loss",),
-                     code=("minivit/models/vit.py::ViT.forward", "minivit/models/vit.py::ViT.backward")),
+                     code=("minivit/models/vit.py::ViT.features", "minivit/models/vit.py::ViT.backward")),
             )),
             Item("adamw", "AdamW.update: Adam with decoupled weight decay", {
                 "minivit/optim.py::AdamW.update": "AdamW.update: update m and v in place, decay p.data if p.decay, "

@@ -147,14 +147,18 @@ class ViT(Configured, Module):
 
     def forward(self, images):
         """images: (B, H, W, C) floating point -> logits (B, num_classes)"""
+        return self.head(self.features(images))  # (B, K)
+
+    def features(self, images):
+        """images: (B, H, W, C) floating point -> y (B, D), Eq. 4's pre-logits: what the head reads, and what
+        few-shot linear evaluation reads of a frozen model (minivit.fewshot; call it in eval mode)."""
         ### BEGIN SOLUTION
         x = self._encode(self._embed_patches(images))  # (B, T, D): z_L
         if self.config.pool == "cls":
             self._tokens_shape = x.shape
-            pooled = self.norm(x[:, 0])  # y = LN(z_L^0), Eq. 4: only the class token is normalised
-        else:
-            pooled, self._pool_cache = ops.mean_pool_forward(self.norm(x))  # (B, D)
-        return self.head(pooled)  # (B, K)
+            return self.norm(x[:, 0])  # y = LN(z_L^0), Eq. 4: only the class token is normalised
+        pooled, self._pool_cache = ops.mean_pool_forward(self.norm(x))  # (B, D)
+        return pooled
         ### END SOLUTION
 
     def backward(self, dlogits):
