@@ -32,7 +32,7 @@ from .data import DataError, load_cifar, split
 from .probe import L2_GRID, best_layer, compare
 from .tasks import TASKS, best_epoch, of_checkpoint
 from .tasks.igpt import tokenize
-from .train import Interrupted, TrainingDiverged, resume, train
+from .train import Interrupted, TrainingDiverged, resume, run_folder, train
 
 HELP = {
     "task": "classify (a ViT), igpt (iGPT's next-pixel pretraining), finetune (iGPT classification) or mpp (the "
@@ -184,8 +184,7 @@ def cmd_train(args):
             raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(flags)}")
         print(f"resuming {args.resume}")
         history = resume(args.resume, data_dir=args.data_dir, source=args.archive, progress=not args.no_progress)
-        run_dir = args.resume.parent if args.resume.name == "checkpoint.npz" else args.resume
-        task = TASKS[json.loads((run_dir / "config.json").read_text())["train"]["task"]]
+        task = TASKS[json.loads((run_folder(args.resume) / "config.json").read_text())["train"]["task"]]
     else:
         default = {"igpt": "igpt-cpu", "finetune": "igpt-finetune-cpu"}.get(given.get("task"), "cpu")
         recipe = args.recipe or (default.replace("cpu", "gpu") if given.get("backend") == "cupy" else default)
@@ -196,7 +195,7 @@ def cmd_train(args):
         task = TASKS[config.task]
     last, best = history[-1], best_epoch(history)
     if "test_accuracy" in last:
-        metric, fmt, name = "accuracy", ".2%", task.accuracy_name.split(" (")[0]
+        metric, fmt, name = "accuracy", ".2%", task.accuracy_name
         result = f"test {name} {last['test_accuracy']:.2%}"
     else:
         metric, fmt, name = "loss", ".4f", "loss"

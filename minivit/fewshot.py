@@ -21,7 +21,7 @@ import numpy as np
 
 from . import backend
 from .data import normalize
-from .probe import class_ids, host_features
+from .probe import class_ids, host_features, standardize
 
 RIDGE_GRID = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -41,7 +41,7 @@ def ridge_fit(features, labels, num_classes, l2):
     """The closed-form fit above: features (N, F), labels (N,) -> (W (F, K), b (K,), μ, σ), in float64."""
     if l2 <= 0:
         raise ValueError(f"l2 must be > 0 (the N×N system is singular without it), got {l2}")
-    z, mean, std = _standardize(features)
+    z, mean, std = standardize(host_features(features))
     targets = np.where(np.arange(num_classes) == labels[:, None], 1.0, -1.0)  # (N, K)
     zc, yc = z - z.mean(axis=0), targets - targets.mean(axis=0)
     w = zc.T @ np.linalg.solve(zc @ zc.T + l2 * np.eye(len(z)), yc)  # (F, K)
@@ -89,11 +89,3 @@ def few_shot(train_features, train_labels, test_features, test_labels, shots=(1,
 
 def _accuracy(fit, features, labels):
     return float((ridge_predict(fit, features) == labels).mean())
-
-
-def _standardize(features):
-    """Standardised features, with the mean and the std (a constant feature's std taken as 1)."""
-    x = host_features(features)
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    return (x - mean) / std, mean, std

@@ -58,9 +58,7 @@ class LinearProbe:
 
         x, labels = host_features(features), class_ids(labels, len(features))
         num_classes = num_classes or int(labels.max()) + 1
-        self.mean = x.mean(axis=0)
-        self.scale = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)  # a constant feature stays 0
-        z = (x - self.mean) / self.scale  # (N, F)
+        z, self.mean, self.scale = standardize(x)  # (N, F)
         n_w = z.shape[1] * num_classes
 
         def objective(theta):
@@ -200,6 +198,14 @@ def peak_memory_mib():
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kilobytes on Linux
+
+
+def standardize(x):
+    """Features x (N, F) standardised per feature, with the mean and the scale used (the std; 1 for a
+    constant feature, which stays 0)."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(std > 0, std, 1.0)
+    return (x - mean) / scale, mean, scale
 
 
 def host_features(features):

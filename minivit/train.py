@@ -100,10 +100,9 @@ def train(config, run_dir, data_dir=None, source=None, progress=True, callbacks=
 
 
 def resume(run_dir, data_dir=None, source=None, progress=True, callbacks=()):
-    """Continue the run in `run_dir` from its checkpoint. Returns the metrics history."""
-    run_dir = Path(run_dir)
-    if run_dir.name == "checkpoint.npz" and run_dir.is_file():
-        run_dir = run_dir.parent
+    """Continue the run in `run_dir` (or of the checkpoint.npz it names) from its checkpoint. Returns the
+    metrics history."""
+    run_dir = run_folder(run_dir)
     path = run_dir / "checkpoint.npz"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no checkpoint.npz to resume from")
@@ -120,6 +119,12 @@ def resume(run_dir, data_dir=None, source=None, progress=True, callbacks=()):
     data = _split(config, load_cifar(config.dataset, data_dir=data_dir, source=source))
     task = TASKS[config.task](config, data, arrays)
     return _run(config, task, model, optimizer, meta["state"], run_dir, progress, callbacks)
+
+
+def run_folder(path):
+    """The run folder a path names: the folder itself, or the folder of the checkpoint.npz it names."""
+    path = Path(path)
+    return path.parent if path.name == "checkpoint.npz" and path.is_file() else path
 
 
 def _split(config, data):

@@ -36,7 +36,7 @@ class MaskedPatches(Classification):
     # per image by the loop.
     sums = ("correct", "corrupted")
     predictions = "corrupted"
-    accuracy_label, accuracy_name = "colour acc", "colour accuracy (of the corrupted patches' 3-bit mean colours)"
+    accuracy_label, accuracy_name = "colour acc", "colour accuracy"  # of the corrupted patches' 3-bit mean colours
 
     @staticmethod
     def preset(name, num_classes, **overrides):  # the classes are the 512 colours, not the dataset's
