@@ -49,7 +49,7 @@ CASES = [
      attention_inputs(MINI["b"], MINI["t"], MINI["d"]), {"num_heads": MINI["heads"]}),
     ("attention mini causal", ops.attention_forward, ops.attention_backward,
      attention_inputs(MINI["b"], MINI["t"], MINI["d"]), {"num_heads": MINI["heads"], "causal": True}),
-    ("attention igpt causal", ops.attention_forward, ops.attention_backward,  # the cpu preset's 256 tokens: 4 blocks
+    ("attention igpt causal", ops.attention_forward, ops.attention_backward,  # the cpu preset's 256 tokens
      attention_inputs(4, 256, 128), {"num_heads": 4, "causal": True}),
 ]  # fmt: skip
 
@@ -182,7 +182,7 @@ def test_row_blocks_give_the_same_result_as_one_block(monkeypatch, threads):
 
     def attention_core(qkv):
         attn, heads = k.attention.attention_core(qkv, causal=True)
-        return heads, ops.AttentionCache(qkv, attn, qkv.shape[-1] ** -0.5, None, None, causal=True)
+        return heads, ops.AttentionCache(qkv, attn, qkv.shape[-1] ** -0.5, None, None)
 
     def run_all():
         results = {}

@@ -19,7 +19,6 @@ class AttentionCache(NamedTuple):
     qkv_cache: tuple
     out_cache: tuple
     rel: object = None  # relative attention: (its keys per head (H, 2T - 1, Dh), offset index (T, T)), else None
-    causal: bool = False  # masked above the diagonal (the CPU kernel's backward then skips those blocks)
 
 
 def attention_shapes(x, w_qkv, num_heads):
@@ -104,7 +103,7 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out, num_heads, causal=False, re
         rel_cache = (rel_keys, offsets)
     attn, heads = attention_core(qkv, causal, bias)  # (B, H, T, T), (B, T, D)
     out, out_cache = linear_forward(heads, w_out, b_out)
-    return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache, rel_cache, causal)
+    return out, AttentionCache(qkv, attn, scale, qkv_cache, out_cache, rel_cache)
 
 
 @accelerated(kernel.attention_core)
