@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, experiments
+from . import backend, distributed, experiments
 from .atomic import atomic_file
 from .checkpoint import load_checkpoint, run_config
 from .config import RECIPES, TrainConfig
@@ -351,20 +351,32 @@ def main(argv=None):
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "sample": cmd_sample,
                 "probe": cmd_probe, "experiment": cmd_experiment}  # fmt: skip
     command = commands[args.command]
+    world = distributed.world()  # under mpiexec: this process's place among those training one model
+    if world.rank:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (its lines would repeat rank 0's)
     try:
         command(args)
-    except Interrupted as e:
+    except Interrupted as e:  # every process stops at the same step (train.py)
         print(f"\n{e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # before training started (or a second Ctrl-C): nothing to save
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return _end(world, 130)
     except (DataError, ValueError, FileNotFoundError, TrainingDiverged, RuntimeError) as e:
         if os.environ.get("MINIVIT_TRACEBACK", "0") != "0":  # for a bug report: the whole traceback, not one line
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        where = f" (process {world.rank} of {world.size})" if world.size > 1 else ""
+        print(f"error{where}: {e}", file=sys.stderr)
+        return _end(world, 1)
     return 0
+
+
+def _end(world, status):
+    """An error's exit status; with other processes, which may be waiting for this one in a collective
+    call, it ends them all (MPI_Abort) instead of leaving them to hang."""
+    if world.size > 1:
+        world.abort(status)
+    return status
 
 
 if __name__ == "__main__":

@@ -127,6 +127,12 @@ def rng(module=None):
     return _generators[key]
 
 
+def set_rng(generator, module=None):
+    """Make `generator` the random Generator of an array module (default: the current backend), until
+    the next seed(): the loop's way to draw a data-parallel step's masks for the whole batch."""
+    _generators[(_current if module is None else module).__name__] = generator
+
+
 def seed(value):
     """Seed the generators of NumPy and (when loaded) CuPy."""
     _generators["numpy"] = np.random.default_rng(value)

@@ -38,7 +38,7 @@ def save_checkpoint(path, model, optimizer, task, meta):
 
 
 def load_checkpoint(path):
-    """(model on NumPy, meta dict, all arrays) from a checkpoint.npz written by training."""
+    """(model on NumPy in the run's dtype, meta dict, all arrays) from a checkpoint.npz written by training."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (expected the checkpoint.npz of a training run)")
@@ -52,6 +52,7 @@ def load_checkpoint(path):
         model = model_class.from_config(model_class.config_class(**meta["model"]))
     except (OSError, ValueError, KeyError, EOFError, TypeError, StopIteration, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a minivit checkpoint of this version ({e})") from e
+    model.to("numpy", meta["train"].get("dtype", "float32"))  # a float64 run's weights stay float64
     model.load_state_dict({k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")})
     return model, meta, arrays
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend
+from . import backend, distributed
 from .atomic import atomic_file, write_text
 from .checkpoint import (
     CHECKPOINT_FORMAT,
@@ -92,9 +92,10 @@ def train(config, run_dir, data_dir=None, source=None, progress=True, callbacks=
     if init is not None:
         start_from(model, init, config.init)
     model.to(config.backend, config.dtype)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_json = {"train": asdict(config), "model": asdict(model.config)}
-    write_text(run_dir / "config.json", json.dumps(config_json, indent=2))
+    if distributed.world().rank == 0:  # the one process that writes the run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_json = {"train": asdict(config), "model": asdict(model.config)}
+        write_text(run_dir / "config.json", json.dumps(config_json, indent=2))
     state = {"epoch": 0, "step": 0, "sums": _epoch_sums(task), "elapsed": 0.0, "history": []}
     return _run(config, task, model, _optimizer(config, model), state, run_dir, progress, callbacks)
 
@@ -142,9 +143,17 @@ def _optimizer(config, model):
 
 def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
     xp = backend.use_module(config.backend)
+    world = distributed.world()  # the processes that train this model together (one without mpiexec)
+    if world.size > 1 and not task.data_parallel:
+        raise ValueError(f"task {config.task!r} ({task.description}) trains on one process only; run it without "
+                         f"mpiexec (it was started on {world.size})")  # fmt: skip
+    if config.batch_size < world.size:
+        raise ValueError(f"batch_size {config.batch_size} gives some of the {world.size} processes no images; "
+                         f"use at least {world.size}")  # fmt: skip
     steps_per_epoch = task.num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {task.num_train} training images")
+    progress = progress and world.rank == 0
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     meta = {"format": CHECKPOINT_FORMAT, "train": asdict(config), "model": asdict(model.config),
@@ -156,8 +165,9 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
         code.append(version)
 
     def save():
-        save_checkpoint(run_dir / "checkpoint.npz", model, optimizer, task, {**meta, "state": state})
-        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
+        if world.rank == 0:
+            save_checkpoint(run_dir / "checkpoint.npz", model, optimizer, task, {**meta, "state": state})
+            write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state["history"]))
 
     stop = _CtrlC()
     with stop:
@@ -171,12 +181,16 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
                        disable=not progress, leave=False, unit="step")  # fmt: skip
             for step in range(start, steps_per_epoch):
                 rng = np.random.default_rng(step_seed(config.seed, "augment", epoch, step))
-                backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's masks and kept patches
                 idx = xp.asarray(batches[step])
+                rows = world.rows(len(idx))  # this process's rows of the batch (all of them on one process)
+                backend.seed(step_seed(config.seed, "dropout", epoch, step))  # this step's masks and kept patches
                 optimizer.lr = warmup_cosine(optimizer.step_count, total_steps, warmup_steps, config.lr, config.min_lr)
                 model.zero_grad()
-                loss, counts = task.train_step(model, idx, rng)  # forward, loss, backward
-                loss = float(loss)
+                with distributed.drawing_rows(xp, rows, len(idx)):  # masks drawn for every row of the batch
+                    loss, counts = task.train_step(model, idx, rng, rows)  # forward, this process's loss share, backward
+                world.sum_gradients(model.parameters())  # the whole batch's gradients, on every process
+                loss, *summed = world.sum([float(loss), *counts.values()])
+                counts = dict(zip(counts, map(round, summed), strict=True))
                 # the norm is needed anyway to catch a finite loss with non-finite gradients
                 norm = clip_grad_norm(model.parameters(), config.grad_clip or math.inf)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -196,7 +210,7 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
                 bar.set_postfix(**shown, img_s=f"{rate:.0f}")
                 for callback in callbacks:
                     callback(epoch + 1, step + 1)
-                if stop.requested:
+                if world.sum([stop.requested])[0]:  # Ctrl-C reached any process: all stop after this step
                     bar.close()
                     state["elapsed"] += time.perf_counter() - began
                     save()
@@ -213,11 +227,12 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
             })  # fmt: skip
             state.update(epoch=epoch + 1, step=0, sums=_epoch_sums(task))
             save()
-            _plot_curves(state["history"], run_dir / "curves.png", task.meta.get("baselines"))
-            m = state["history"][-1]
-            tqdm.write(f"epoch {m['epoch']}/{config.epochs}  {task.summary(m)}  lr {m['lr']:.2e}"
-                       f"  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.0f} s")  # fmt: skip
-            if stop.requested and state["epoch"] < config.epochs:
+            if world.rank == 0:
+                _plot_curves(state["history"], run_dir / "curves.png", task.meta.get("baselines"))
+                m = state["history"][-1]
+                tqdm.write(f"epoch {m['epoch']}/{config.epochs}  {task.summary(m)}  lr {m['lr']:.2e}"
+                           f"  {m['images_per_s']:.0f} img/s  {m['epoch_time_s']:.0f} s")  # fmt: skip
+            if world.sum([stop.requested])[0] and state["epoch"] < config.epochs:
                 raise Interrupted(f"stopped after epoch {epoch + 1}. {_resume_hint(run_dir)}")
     return state["history"]
 

@@ -34,6 +34,18 @@ def op_path(request):
     kernels.set_enabled(previous)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test on CuPy runs on the plain path only: CuPy always runs the plain ops (the kernels are
+    CPU-only), so its "kernels" twin would compute the same thing again, on scarce GPU time."""
+    keep, twins = [], []
+    for item in items:
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        (twins if params.get("xp") == "cupy" and params.get("op_path") == "kernels" else keep).append(item)
+    if twins:
+        config.hook.pytest_deselected(items=twins)
+        items[:] = keep
+
+
 @pytest.fixture
 def rand(xp):
     """rand(*shape, scale=1.0, dtype=float64): standard-normal array on the test's backend."""

@@ -84,3 +84,16 @@ def test_numpy_input_to_cupy_model_is_a_clear_error():
     model = ViT(**SMALL).to("cupy")
     with pytest.raises(ValueError, match="has its parameters on cupy but got a numpy input"):
         model(np.zeros((1, 8, 8, 3), dtype=np.float32))
+
+
+def test_each_cupy_test_runs_once_on_the_plain_path():
+    """CuPy always runs the plain ops, so conftest drops a CuPy test's "kernels" twin (the same
+    computation again, on scarce GPU time); on NumPy both paths stay."""
+    folder = os.path.dirname(__file__)
+    listing = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              os.path.join(folder, "test_ops_gradcheck.py")],
+                             capture_output=True, text=True, cwd=os.path.dirname(folder), timeout=120)  # fmt: skip
+    params = [line.split("[", 1)[1].rstrip("]").split("-") for line in listing.stdout.splitlines() if "[" in line]
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert any({"plain", "cupy"} <= set(p) for p in params) and any({"kernels", "numpy"} <= set(p) for p in params)
+    assert not any({"kernels", "cupy"} <= set(p) for p in params)

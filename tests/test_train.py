@@ -300,3 +300,13 @@ def test_batch_larger_than_subset_is_a_clear_error(cifar_dir, tmp_path):
     config = replace(SMALL, train_subset=10)
     with pytest.raises(ValueError, match="batch_size 64 is larger than the 10 training images"):
         train(config, tmp_path / "run", data_dir=cifar_dir, progress=False)
+
+
+def test_a_float64_run_keeps_float64_weights_in_its_checkpoint(cifar_dir, tmp_path):
+    """load_checkpoint builds the model in the run's dtype: resuming a float64 run continues from its float64
+    weights, not from a float32 copy of them."""
+    config = replace(SMALL, epochs=1, train_subset=256, dtype="float64")
+    train(config, tmp_path / "f64", data_dir=cifar_dir, progress=False)
+    model, _, arrays = load_checkpoint(tmp_path / "f64" / "checkpoint.npz")
+    for name, value in model.state_dict().items():
+        assert value.dtype == np.float64 and np.array_equal(value, arrays[f"model.{name}"]), name

@@ -20,6 +20,7 @@ class Task:
     preset(name, num_classes, **overrides)   the model's config from a preset's name
     sums            running sums over an epoch's steps, besides the loss and the images seen
     commands        the commands of `python -m minivit` that apply to its checkpoints
+    data_parallel   whether its batches can be split over processes (mpiexec; minivit/distributed.py)
 
     Built from a TrainConfig, the run's data.Split and, when the run resumes or starts from a
     checkpoint, that checkpoint's arrays (TASKS[name](config, data, arrays)):
@@ -27,7 +28,12 @@ class Task:
     num_train       training images
     eval_parts      the parts of the Split scored after every epoch ("val" when held out, "test")
     meta, arrays    what the checkpoint carries besides the model and optimiser (JSON; NumPy arrays)
-    train_step(model, idx, rng) -> loss, {sum: count}    forward, loss and backward of one batch
+    train_step(model, idx, rng, rows) -> loss, {sum: count}
+                    forward, loss and backward of one batch: idx its image indices, rng its augmentation's
+                    draws, both for the whole batch; this process computes its rows of it only (slice(None)
+                    on one process; see minivit/distributed.py) and returns its share of the batch's loss
+                    (its rows' losses over the whole batch's count), the gradients of that share, and the
+                    sums over its rows
     evaluate(model, part) -> {"loss", ...}               metrics on a part, in eval mode
     epoch_metrics(sums) -> {"train_loss", ...}           an epoch's training metrics from its sums
     summary(m) -> str                                    one log line of an epoch's metrics
@@ -40,6 +46,7 @@ class Task:
     not_applicable = {}
     sums = ()
     commands = ("evaluate",)
+    data_parallel = True
 
     @staticmethod
     def preset(name, num_classes, **overrides):
@@ -50,7 +57,7 @@ class Task:
         """The model class of `models` that a model config (a ViTConfig, a ResNetConfig, ...) is for."""
         return next(model for model in cls.models if type(config) is model.config_class)
 
-    def train_step(self, model, idx, rng):
+    def train_step(self, model, idx, rng, rows=slice(None)):
         raise NotImplementedError
 
     def evaluate(self, model, part):

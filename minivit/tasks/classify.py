@@ -55,15 +55,17 @@ class Classify(Classification):
         self.meta = {"classes": list(data.classes), "mean": list(spec.mean), "std": list(spec.std)}
         self.arrays = {}
 
-    def train_step(self, model, idx, rng):
-        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {sums}"""
+    def train_step(self, model, idx, rng, rows=slice(None)):
+        """Forward, loss and backward of this process's rows of one batch. returns its loss share, {sums}"""
         xp = backend.array_module(idx)
-        x, targets = augment(self.train_images[idx], self.train_labels[idx], rng, **self.aug)
+        x, targets = augment(self.train_images[idx], self.train_labels[idx], rng, **self.aug)  # the whole batch's draws
+        x, targets = x[rows], targets[rows]
+        share = len(x) / len(idx)  # of the batch's mean loss
         logits = model(x)
         loss, cache = ops.cross_entropy_forward(logits, targets, self.config.label_smoothing)
-        model.backward(ops.cross_entropy_backward(cache))
+        model.backward(ops.cross_entropy_backward(cache) * share)
         hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
-        return loss, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
+        return loss * share, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
 
     def evaluate(self, model, part):
         images, labels = self.eval_sets[part]

@@ -152,13 +152,14 @@ class Pretrain(_TokenTask):
                                   "bigram": bigram_nats(self.train_tokens, test, k),
                                   "neighbour": bigram_nats(self.train_tokens, test, k, self.size)}  # fmt: skip
 
-    def train_step(self, model, idx, rng):
-        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {}"""
-        tokens = self._train_tokens(idx, rng)  # (B, T)
-        logits = model(tokens)  # (B, T, K)
+    def train_step(self, model, idx, rng, rows=slice(None)):
+        """Forward, loss and backward of this process's rows of one batch. returns its loss share, {}"""
+        tokens = self._train_tokens(idx, rng)[rows]  # (B_r, T) of the whole batch's draws
+        share = len(tokens) / len(idx)  # of the batch's mean loss
+        logits = model(tokens)  # (B_r, T, K)
         loss, cache = next_token_loss(logits, tokens)
-        model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape))
-        return loss, {}
+        model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape) * share)
+        return loss * share, {}
 
     def evaluate(self, model, part):
         return {"loss": mean_nats(model, self.eval_tokens[part], self.config.eval_batch_size)}
@@ -197,20 +198,21 @@ class Finetune(Classification, _TokenTask):
         self.train_labels = backend.to_device(data.train_labels, config.backend)
         self.eval_labels = {part: backend.to_device(data.part(part)[1], config.backend) for part in self.eval_parts}
 
-    def train_step(self, model, idx, rng):
-        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {"correct"}"""
+    def train_step(self, model, idx, rng, rows=slice(None)):
+        """Forward, loss and backward of this process's rows of one batch. returns its loss share, {"correct"}"""
         xp = backend.array_module(idx)
-        tokens, labels = self._train_tokens(idx, rng), self.train_labels[idx]
-        logits, class_logits = model(tokens)  # (B, T, K), (B, C)
+        tokens, labels = self._train_tokens(idx, rng)[rows], self.train_labels[idx][rows]  # the whole batch's draws
+        share = len(tokens) / len(idx)  # of the batch's mean loss
+        logits, class_logits = model(tokens)  # (B_r, T, K), (B_r, C)
         loss, clf_cache = ops.cross_entropy_forward(class_logits, labels, self.config.label_smoothing)
         dlogits, w = None, self.config.gen_loss_weight
         if w:
             gen_loss, gen_cache = next_token_loss(logits, tokens)
             loss = loss + w * gen_loss
             dlogits = ops.cross_entropy_backward(gen_cache).reshape(logits.shape)
-            dlogits *= w
-        model.backward(dlogits, ops.cross_entropy_backward(clf_cache))
-        return loss, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
+            dlogits *= w * share
+        model.backward(dlogits, ops.cross_entropy_backward(clf_cache) * share)
+        return loss * share, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
 
     def evaluate(self, model, part):
         return classify_tokens(model, self.eval_tokens[part], self.eval_labels[part], self.config.eval_batch_size)

@@ -37,6 +37,9 @@ class MaskedPatches(Classification):
     sums = ("correct", "corrupted")
     predictions = "corrupted"
     accuracy_label, accuracy_name = "colour acc", "colour accuracy"  # of the corrupted patches' 3-bit mean colours
+    # A REPLACED patch takes the token of a patch of any image of the batch, which may be another process's:
+    # its batches are not split over processes (yet).
+    data_parallel = False
 
     @staticmethod
     def preset(name, num_classes, **overrides):  # the classes are the 512 colours, not the dataset's
@@ -75,8 +78,9 @@ class MaskedPatches(Classification):
         correct = int((xp.argmax(chosen, axis=1) == targets.reshape(-1)[corrupted]).sum())
         return loss, cache, corrupted, correct, logits.shape
 
-    def train_step(self, model, idx, rng):
-        """Forward, loss and backward of one batch (idx: its image indices). returns loss, {sums}"""
+    def train_step(self, model, idx, rng, rows=slice(None)):
+        """Forward, loss and backward of one batch (idx: its image indices; on one process, so rows is the
+        whole batch). returns loss, {sums}"""
         xp = backend.array_module(idx)
         x, targets, corruption = self._batch(self.train_images[idx], rng, train=True)
         loss, cache, corrupted, correct, shape = self._loss(model, x, targets, corruption)
