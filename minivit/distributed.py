@@ -25,7 +25,9 @@ shared filesystem).
 
 import contextlib
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -113,6 +115,52 @@ class MPIWorld(Single):
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(status)
+
+
+def ring_allreduce(comm, x, trace=None):
+    """Sum a 1-D NumPy array x over the processes of comm, in place, as a ring allreduce does: what MPI's
+    Allreduce does for big buffers, written out to be read (notebook 08 checks it against MPI's).
+
+    x is cut into N chunks. Reduce-scatter: at step s = 0 ... N - 2 process r sends its chunk (r - s) mod N
+    to process r + 1 and adds the chunk (r - s - 1) mod N that process r - 1 sends it to its own; after
+    N - 1 steps process r holds chunk (r + 1) mod N summed over every process. All-gather: N - 1 more
+    steps pass the summed chunks around the ring, each received chunk replacing the local one. Every
+    process sends 2 (N - 1) chunks of len(x) / N: 2 (N - 1) / N · len(x) values in all, about 2 len(x)
+    however many processes there are, which is why the ring scales. trace: called as trace(phase, step, x)
+    after each step ("reduce-scatter" or "all-gather"), to watch the ring turn.
+    """
+    n, r = comm.Get_size(), comm.Get_rank()
+    chunks = np.array_split(x, n)  # views of x
+    right, left = (r + 1) % n, (r - 1) % n
+    incoming = np.empty_like(chunks[0])  # the first chunk is the longest
+    for s in range(n - 1):  # reduce-scatter
+        mine = chunks[(r - s - 1) % n]
+        comm.Sendrecv(chunks[(r - s) % n], dest=right, recvbuf=incoming[: len(mine)], source=left)
+        mine += incoming[: len(mine)]
+        if trace:
+            trace("reduce-scatter", s, x)
+    for s in range(n - 1):  # all-gather
+        comm.Sendrecv(chunks[(r + 1 - s) % n], dest=right, recvbuf=chunks[(r - s) % n], source=left)
+        if trace:
+            trace("all-gather", s, x)
+    return x
+
+
+def ring_allreduce_seconds(nbytes, processes, latency_s, seconds_per_byte):
+    """The α–β model of a ring allreduce of nbytes over p processes: 2 (p − 1) messages, each costing the
+    latency α, and 2 (p − 1) / p · nbytes bytes through each link at β seconds a byte:
+
+        t = 2 (p − 1) α + 2 (p − 1) / p · n β
+    """
+    p = processes
+    return 2 * (p - 1) * latency_s + 2 * (p - 1) / p * nbytes * seconds_per_byte
+
+
+def mpiexec():
+    """The path of mpiexec: the one beside this Python (a virtual environment's, from the mpich wheel),
+    else the one on PATH; None where there is none."""
+    here = Path(sys.executable).parent
+    return shutil.which("mpiexec", path=os.pathsep.join([str(here), os.environ.get("PATH", "")]))
 
 
 def launched_size():

@@ -30,7 +30,7 @@ from .viz import plot_experiment
 
 # A 3-epoch mini ViT on 10,000 CIFAR-10 images: about 2 minutes a run on 2 AMD EPYC cores (NumPy; relative
 # attention 3.3), 10-25 minutes a table (the README has each table's measured time).
-BASE = replace(RECIPES["quick"], epochs=3, train_subset=10_000, val_size=5_000)
+BASE = replace(RECIPES["plain-quick"], epochs=3, train_subset=10_000, val_size=5_000)
 # ci: two blocks, so the rows that differ by layer ("every layer", "every layer, shared") compute differently.
 SIZES = {
     "full": {},

@@ -150,6 +150,10 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
     if config.batch_size < world.size:
         raise ValueError(f"batch_size {config.batch_size} gives some of the {world.size} processes no images; "
                          f"use at least {world.size}")  # fmt: skip
+    for part in task.eval_parts if world.size > 1 else ():
+        if task.eval_size(part) < world.size:
+            raise ValueError(f"the {task.eval_size(part)} {part} images leave some of the {world.size} processes "
+                             "none to score")  # fmt: skip
     steps_per_epoch = task.num_train // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {task.num_train} training images")
@@ -217,8 +221,7 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
                     raise Interrupted(f"stopped at epoch {epoch + 1}, step {step + 1}. {_resume_hint(run_dir)}")
             bar.close()
             train_time = time.perf_counter() - began
-            scores = {f"{part}_{k}": v for part in task.eval_parts for k, v in task.evaluate(model, part).items()
-                      if k != "predictions"}  # fmt: skip
+            scores = {f"{part}_{k}": v for part in task.eval_parts for k, v in _evaluate(task, model, part, world).items()}
             state["elapsed"] += time.perf_counter() - began
             state["history"].append({
                 "epoch": epoch + 1, **task.epoch_metrics(state["sums"]), **scores, "lr": optimizer.lr,
@@ -235,6 +238,18 @@ def _run(config, task, model, optimizer, state, run_dir, progress, callbacks):
             if world.sum([stop.requested])[0] and state["epoch"] < config.epochs:
                 raise Interrupted(f"stopped after epoch {epoch + 1}. {_resume_hint(run_dir)}")
     return state["history"]
+
+
+def _evaluate(task, model, part, world):
+    """A part's metrics. On several processes each scores its block of the part's images and the means
+    are combined, weighted by the blocks' sizes."""
+    if world.size == 1:
+        return {k: v for k, v in task.evaluate(model, part).items() if k != "predictions"}
+    size = task.eval_size(part)
+    rows = world.rows(size)
+    mine = {k: v for k, v in task.evaluate(model, part, rows).items() if k != "predictions"}
+    count = len(range(size)[rows])
+    return dict(zip(mine, (s / size for s in world.sum([v * count for v in mine.values()])), strict=True))
 
 
 def _diverged(loss, norm, epoch, step, start, run_dir):

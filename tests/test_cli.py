@@ -20,10 +20,10 @@ def minivit(*args):
 @pytest.fixture(scope="module")
 def run_dir(cifar_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    result = minivit("train", "--recipe", "quick", *TINY, "--val-size", "500", "--run-dir", run_dir, "--data-dir",
+    result = minivit("train", "--recipe", "plain-quick", *TINY, "--val-size", "500", "--run-dir", run_dir, "--data-dir",
                      cifar_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "training recipe 'quick'" in result.stdout and "epoch 1/1" in result.stdout
+    assert "training recipe 'plain-quick'" in result.stdout and "epoch 1/1" in result.stdout
     assert "loss: val " in result.stdout and "acc: val " in result.stdout  # the epoch's line: both parts
     assert "done: test accuracy" in result.stdout and "best validation accuracy" in result.stdout
     return run_dir
@@ -101,12 +101,12 @@ def test_train_can_start_from_another_runs_weights(run_dir, cifar_dir, tmp_path)
 
     from minivit.checkpoint import load_checkpoint
 
-    result = minivit("train", "--recipe", "quick", *TINY, "--lr", "0", "--min-lr", "0", "--init",
+    result = minivit("train", "--recipe", "plain-quick", *TINY, "--lr", "0", "--min-lr", "0", "--init",
                      run_dir / "checkpoint.npz", "--run-dir", tmp_path / "again", "--data-dir", cifar_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
     start = load_checkpoint(run_dir / "checkpoint.npz")[0].state_dict()
     assert_bit_identical(load_checkpoint(tmp_path / "again" / "checkpoint.npz")[0].state_dict(), start)
-    other = minivit("train", "--recipe", "quick", *TINY, "--dim", "64", "--init", run_dir / "checkpoint.npz",
+    other = minivit("train", "--recipe", "plain-quick", *TINY, "--dim", "64", "--init", run_dir / "checkpoint.npz",
                     "--run-dir", tmp_path / "wider", "--data-dir", cifar_dir)  # fmt: skip
     assert other.returncode == 1 and "another architecture than this run's: dim 32 there, 64 here" in other.stderr
 

@@ -82,7 +82,7 @@ def test_every_task_says_which_commands_take_its_checkpoints():
 
 
 def test_masked_patch_training_names_its_colour_accuracy(cifar_dir, tmp_path):
-    result = minivit("train", "--task", "mpp", "--recipe", "quick", "--label-smoothing", "0", "--dim", 16, "--depth", 1,
+    result = minivit("train", "--task", "mpp", "--recipe", "plain-quick", "--label-smoothing", "0", "--dim", 16, "--depth", 1,
                      "--heads", 2, "--mlp-dim", 32, "--patch-size", 8, "--epochs", 1, "--train-subset", 256,
                      "--val-size", 64, "--test-subset", 100, "--no-progress", "--run-dir", tmp_path / "mpp",
                      "--data-dir", cifar_dir)  # fmt: skip

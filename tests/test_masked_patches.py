@@ -111,7 +111,7 @@ def test_bad_corruption_is_a_clear_error():
         draw_corruption(np.random.default_rng(0), 2, 4, masked=0.8, replaced=0.3)
 
 
-SMALL = replace(RECIPES["quick"], task="mpp", dim=32, depth=2, heads=2, mlp_dim=64, epochs=2, batch_size=64,
+SMALL = replace(RECIPES["plain-quick"], task="mpp", dim=32, depth=2, heads=2, mlp_dim=64, epochs=2, batch_size=64,
                 train_subset=1024, test_subset=256, label_smoothing=0.0, warmup_epochs=0.25)  # fmt: skip
 
 

@@ -23,7 +23,7 @@ def workdir(tmp_path_factory):
 
 
 def test_there_are_notebooks():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_"]
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -48,7 +48,7 @@ def test_runs_top_to_bottom(path, workdir, cifar_dir, monkeypatch):
 def test_notebook_04_looks_inside_a_hybrid_checkpoint(workdir, cifar_dir, monkeypatch):
     """Notebook 04 on a hybrid run's checkpoint (CHECKPOINT): its own grid and labels from top to bottom."""
     run_dir = workdir / "hybrid-run"
-    flags = ["--recipe", "quick", "--stem", "2", "--patch-size", "1", "--dim", "16", "--depth", "2", "--heads", "2",
+    flags = ["--recipe", "plain-quick", "--stem", "2", "--patch-size", "1", "--dim", "16", "--depth", "2", "--heads", "2",
              "--mlp-dim", "32", "--epochs", "1", "--batch-size", "64", "--train-subset", "256", "--test-subset", "100",
              "--no-progress", "--run-dir", str(run_dir), "--data-dir", str(cifar_dir)]  # fmt: skip
     result = subprocess.run([sys.executable, "-m", "minivit", "train", *flags], capture_output=True, text=True,
@@ -73,7 +73,7 @@ def test_notebook_03_trains_what_the_command_line_trains(workdir, cifar_dir):
     saved = workdir / "runs" / "notebook03" / "model.npz"
     if not saved.exists():
         pytest.skip("needs the model of test_runs_top_to_bottom[03_train_cifar10], run in the same session")
-    flags = ["--recipe", "quick", "--dim", "32", "--depth", "1", "--heads", "2", "--mlp-dim", "64", "--epochs", "1",
+    flags = ["--recipe", "plain-quick", "--dim", "32", "--depth", "1", "--heads", "2", "--mlp-dim", "64", "--epochs", "1",
              "--batch-size", "64", "--train-subset", "2000", "--test-subset", "1000", "--no-progress"]  # fmt: skip
     run_dir = workdir / "cli-run"
     result = subprocess.run([sys.executable, "-m", "minivit", "train", *flags, "--run-dir", str(run_dir),

@@ -34,7 +34,7 @@ def small_flags(config=SMALL):
     return ["--dim", config.dim, "--depth", config.depth, "--heads", config.heads, "--mlp-dim", config.mlp_dim,
             "--epochs", config.epochs, "--batch-size", config.batch_size, "--lr", config.lr,
             "--warmup-epochs", config.warmup_epochs, "--train-subset", config.train_subset,
-            "--test-subset", config.test_subset, "--recipe", "quick", "--no-progress"]  # fmt: skip
+            "--test-subset", config.test_subset, "--recipe", "plain-quick", "--no-progress"]  # fmt: skip
 
 
 def checkpoint_params(run_dir):

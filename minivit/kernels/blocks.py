@@ -18,8 +18,6 @@ import contextlib
 import os
 import threading
 
-from threadpoolctl import ThreadpoolController
-
 BLOCK_BYTES = 1 << 19  # a block's rows should stay in cache across an op's passes
 _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _threads = int(os.environ.get("MINIVIT_THREADS", _cores))
@@ -47,6 +45,8 @@ def map_blocks(kernel, rows, row_bytes, matmuls=False):
     if _pool is None:
         _pool = concurrent.futures.ThreadPoolExecutor(_threads, thread_name_prefix="minivit")
     if matmuls and _blas is None:
+        from threadpoolctl import ThreadpoolController  # on first use: the GPU backend never needs it
+
         _blas = ThreadpoolController().select(user_api="blas")
     with _blas.limit(limits=1) if matmuls else contextlib.nullcontext():
         for future in [_pool.submit(kernel, block) for block in blocks]:

@@ -34,7 +34,10 @@ class Task:
                     on one process; see minivit/distributed.py) and returns its share of the batch's loss
                     (its rows' losses over the whole batch's count), the gradients of that share, and the
                     sums over its rows
-    evaluate(model, part) -> {"loss", ...}               metrics on a part, in eval mode
+    evaluate(model, part, rows) -> {"loss", ...}         metrics on a part's images (rows of them: on several
+                                                         processes each scores its block), in eval mode; each
+                                                         metric is a mean over the images
+    eval_size(part) -> n                                 how many images a part holds
     epoch_metrics(sums) -> {"train_loss", ...}           an epoch's training metrics from its sums
     summary(m) -> str                                    one log line of an epoch's metrics
     report(metrics, count) -> str                        the evaluate command's line for a test score
@@ -60,7 +63,10 @@ class Task:
     def train_step(self, model, idx, rng, rows=slice(None)):
         raise NotImplementedError
 
-    def evaluate(self, model, part):
+    def evaluate(self, model, part, rows=slice(None)):
+        raise NotImplementedError
+
+    def eval_size(self, part):
         raise NotImplementedError
 
     @staticmethod

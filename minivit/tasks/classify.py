@@ -67,9 +67,12 @@ class Classify(Classification):
         hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
         return loss * share, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
 
-    def evaluate(self, model, part):
+    def evaluate(self, model, part, rows=slice(None)):
         images, labels = self.eval_sets[part]
-        return evaluate(model, images, labels, self.spec.mean, self.spec.std, self.config.eval_batch_size)
+        return evaluate(model, images[rows], labels[rows], self.spec.mean, self.spec.std, self.config.eval_batch_size)
+
+    def eval_size(self, part):
+        return len(self.eval_sets[part][1])
 
     @classmethod
     def input_side(cls, model):

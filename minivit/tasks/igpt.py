@@ -121,6 +121,9 @@ class _TokenTask(Task):
     def palette(cls, arrays, backend_name):
         return Palette(backend.to_device(arrays["palette.centers"], backend_name))
 
+    def eval_size(self, part):
+        return len(self.eval_tokens[part])
+
     def _train_tokens(self, idx, rng):
         """The training batch idx as ids (B, T), each token grid mirrored left-right with probability ½
         when the run flips."""
@@ -161,8 +164,8 @@ class Pretrain(_TokenTask):
         model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape) * share)
         return loss * share, {}
 
-    def evaluate(self, model, part):
-        return {"loss": mean_nats(model, self.eval_tokens[part], self.config.eval_batch_size)}
+    def evaluate(self, model, part, rows=slice(None)):
+        return {"loss": mean_nats(model, self.eval_tokens[part][rows], self.config.eval_batch_size)}
 
     def summary(self, m):
         return (f"train {m['train_loss']:.4f}  {scores(m, 'loss', '.4f')} nats/token "
@@ -214,8 +217,9 @@ class Finetune(Classification, _TokenTask):
         model.backward(dlogits, ops.cross_entropy_backward(clf_cache) * share)
         return loss * share, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
 
-    def evaluate(self, model, part):
-        return classify_tokens(model, self.eval_tokens[part], self.eval_labels[part], self.config.eval_batch_size)
+    def evaluate(self, model, part, rows=slice(None)):
+        return classify_tokens(model, self.eval_tokens[part][rows], self.eval_labels[part][rows],
+                               self.config.eval_batch_size)  # fmt: skip
 
     @classmethod
     def input_side(cls, model):

@@ -89,8 +89,9 @@ class MaskedPatches(Classification):
         model.backward(dlogits.reshape(shape))
         return loss, {"correct": correct, "corrupted": len(corrupted)}
 
-    def evaluate(self, model, part):
-        """The images of `part`, each batch corrupted by its own fixed seed (the same patches every epoch)."""
+    def evaluate(self, model, part, rows=slice(None)):
+        """The images of `part`, each batch corrupted by its own fixed seed (the same patches every epoch); on
+        one process (data_parallel is False), so rows is every image. The metrics are means per corrupted patch."""
         model.eval()
         total = correct = corrupted = 0
         size, images = self.config.eval_batch_size, self.eval_images[part]
