@@ -5,8 +5,8 @@
 
 Each side trains the same global batch with minivit's step as the loop takes it under mpiexec (each
 process its block of rows: forward, loss share, backward; the gradients summed by
-distributed.MPIWorld.sum_gradients; AdamW), on float32 random data. "1×T" is one process with T BLAS
-and kernel threads; "N×1" is `mpiexec -n N`, one thread each. The sides take turns, --rounds times
+distributed.MPIWorld.sum_gradients; AdamW), on float32 random data, in the environment of
+benchmarks/train_step.py (its malloc thresholds). "1×T" is one process with T BLAS and kernel threads; "N×1" is `mpiexec -n N`, one thread each. The sides take turns, --rounds times
 --steps timed steps after --warmup, and the script prints each side's median images/s and, for N×1,
 the median time of the gradient Allreduce per step (the slowest process's, as the step waits for it).
 
@@ -106,7 +106,9 @@ def max_op():
 def side(args, processes, threads):
     """Run one side once; returns its JSON report."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "MINIVIT_THREADS": str(threads)}  # fmt: skip
+           "MINIVIT_THREADS": str(threads), "OPENBLAS_THREAD_TIMEOUT": "4",
+           # as benchmarks/train_step.py: glibc keeps big buffers mapped between steps
+           "MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # fmt: skip
     command = [sys.executable, __file__, "--worker", "--model", args.model, "--batch-size", str(args.batch_size),
                "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
     if processes > 1:

@@ -356,8 +356,9 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (its lines would repeat rank 0's)
     try:
         command(args)
-    except Interrupted as e:  # every process stops at the same step (train.py)
-        print(f"\n{e}", file=sys.stderr)
+    except Interrupted as e:  # every process stops at the same step (train.py); one says so
+        if world.rank == 0:
+            print(f"\n{e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # before training started (or a second Ctrl-C): nothing to save
         print("\ninterrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .atomic import atomic_file
 from .checkpoint import load_checkpoint
 from .config import RECIPES
@@ -145,7 +146,8 @@ def run(name, out="runs/experiments", size="full", seeds=(0, 1), data_dir=None, 
                 final["test"].append(state["history"][-1]["test_accuracy"])
     results = {"experiment": name, "title": experiment.title, "paper": experiment.paper, "size": size,
                "seeds": list(seeds), "code": sorted(code), "rows": finals}  # fmt: skip
-    _write(folder, results)
+    if distributed.world().rank == 0:  # under mpiexec every process trains each run; one writes the table
+        _write(folder, results)
     return results
 
 

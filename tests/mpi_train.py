@@ -2,7 +2,8 @@
 resume one run through minivit.train, then write what every process did to SPEC's "report" (rank 0).
 
 SPEC is JSON: {"config": {TrainConfig fields} or null to resume, "run_dir", "data_dir", "report",
-"fail": [rank, epoch, step, "raise" | "kill"] or null}.
+"fail": [rank, epoch, step, "raise" | "kill" | "interrupt"] or null}: after that step, that process raises,
+is killed (kill -9) or gets a Ctrl-C (SIGINT, as if it had reached that process only).
 """
 
 import hashlib
@@ -16,7 +17,7 @@ import numpy as np
 from minivit import distributed
 from minivit.config import TrainConfig
 from minivit.optim import AdamW
-from minivit.train import resume, train
+from minivit.train import Interrupted, resume, train
 
 spec = json.loads(sys.argv[1])
 world = distributed.world()
@@ -45,24 +46,29 @@ AdamW.step = recording_step
 def fail(epoch, step):
     rank, at_epoch, at_step, how = spec["fail"]
     if world.rank == rank and (epoch, step) == (at_epoch, at_step):
-        if how == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise RuntimeError(f"a fault on process {rank}")
+        if how == "raise":
+            raise RuntimeError(f"a fault on process {rank}")
+        os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGINT)
 
 
 callbacks = [fail] if spec["fail"] else []
-if spec["config"] is None:
-    resume(spec["run_dir"], data_dir=spec["data_dir"], progress=False, callbacks=callbacks)
-else:
-    config = TrainConfig(**spec["config"])
-    train(config, spec["run_dir"], data_dir=spec["data_dir"], progress=False, callbacks=callbacks)
+stopped = False
+try:
+    if spec["config"] is None:
+        resume(spec["run_dir"], data_dir=spec["data_dir"], progress=False, callbacks=callbacks)
+    else:
+        config = TrainConfig(**spec["config"])
+        train(config, spec["run_dir"], data_dir=spec["data_dir"], progress=False, callbacks=callbacks)
+except Interrupted:
+    stopped = True
 
 # Every process's own parameters, to the last bit (rank 0's checkpoint alone would not show the others').
 params = b"".join(np.ascontiguousarray(p.data).tobytes() for p in live["params"])
-report = {"size": world.size, "written": [written], "digests": [hashlib.sha256(params).hexdigest()]}
+report = {"size": world.size, "written": [written], "digests": [hashlib.sha256(params).hexdigest()], "stopped": [stopped]}
 if world.size > 1:
     report["written"] = world.comm.gather(written)
     report["digests"] = world.comm.gather(report["digests"][0])
+    report["stopped"] = world.comm.gather(stopped)
 if world.rank == 0:
     with open(spec["report"], "w") as f:
         json.dump(report, f)

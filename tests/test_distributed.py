@@ -161,6 +161,21 @@ def test_resume_after_kill_on_another_number_of_processes(cifar_dir, tmp_path):
 
 
 @needs_mpi
+def test_ctrl_c_on_one_process_stops_all_at_the_same_step(cifar_dir, tmp_path):
+    """SIGINT to process 2 of 3 only, after epoch 1 step 2: every process stops after that step (the flag
+    is summed each step), the checkpoint holds it, and resuming on 2 processes ends where one process
+    that never stopped ends (float64, within 1e-12)."""
+    config = replace(VIT, dtype="float64")
+    run(1, config, tmp_path / "one", cifar_dir)
+    report, _ = run(3, config, tmp_path / "stopped", cifar_dir, fail=[2, 1, 2, "interrupt"])
+    assert report["stopped"] == [True, True, True] and len(set(report["digests"])) == 1
+    state = params(tmp_path / "stopped")[1]["state"]
+    assert (state["epoch"], state["step"]) == (0, 2)
+    run(2, None, tmp_path / "stopped", cifar_dir)
+    assert_close_to(params(tmp_path / "stopped")[0], params(tmp_path / "one")[0], 1e-12)
+
+
+@needs_mpi
 def test_masked_patch_prediction_refuses_several_processes(cifar_dir, tmp_path):
     config = TrainConfig(task="mpp", model="mini", dim=16, depth=1, heads=2, mlp_dim=32, patch_size=8,
                          label_smoothing=0.0, **COMMON)  # fmt: skip
