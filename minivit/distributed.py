@@ -33,8 +33,8 @@ import numpy as np
 
 from . import backend
 
-# What MPICH's and Open MPI's launchers set in each process they start (and Intel MPI's, MPICH-based).
-_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+# The number of processes, as MPICH's (and Intel MPI's) and Open MPI's launchers tell each process they start.
+_LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 class Single:
@@ -52,10 +52,6 @@ class Single:
     def sum(self, values):
         """The sums over the ranks of a list of numbers: the numbers themselves."""
         return list(values)
-
-    def abort(self, status=1):
-        """End every rank (an error on one of them): one process just exits."""
-        sys.exit(status)
 
 
 class MPIWorld(Single):
