@@ -73,7 +73,7 @@ def worker(args):
     opt = minivit.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     rows = world.rows(args.batch_size)
     x, y = inputs[rows], targets[rows].reshape(-1)
-    share = len(inputs[rows]) / args.batch_size
+    share = len(x) / args.batch_size
     steps, reduces = [], []
     for i in range(args.warmup + args.steps):
         if world.size > 1:
@@ -82,7 +82,9 @@ def worker(args):
         model.zero_grad()
         logits = model(x)
         loss, cache = minivit.ops.cross_entropy_forward(logits.reshape(len(y), -1), y)
-        model.backward(minivit.ops.cross_entropy_backward(cache).reshape(logits.shape) * share)
+        dlogits = minivit.ops.cross_entropy_backward(cache).reshape(logits.shape)
+        dlogits *= share
+        model.backward(dlogits)
         reduce_start = time.perf_counter()
         world.sum_gradients(model.parameters())
         reduce = time.perf_counter() - reduce_start

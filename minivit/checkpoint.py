@@ -49,10 +49,13 @@ def load_checkpoint(path):
         task = TASKS[meta["train"].get("task", "classify")]
         # the model it names (the task's first for checkpoints written before they named one)
         model_class = next(m for m in task.models if m.__name__ == meta.get("model_class", task.models[0].__name__))
+        dtype = meta["train"].get("dtype", "float32")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"its dtype must be 'float32' or 'float64', got {dtype!r}")
         model = model_class.from_config(model_class.config_class(**meta["model"]))
     except (OSError, ValueError, KeyError, EOFError, TypeError, StopIteration, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a minivit checkpoint of this version ({e})") from e
-    model.to("numpy", meta["train"].get("dtype", "float32"))  # a float64 run's weights stay float64
+    model.to("numpy", dtype)  # a float64 run's weights stay float64
     model.load_state_dict({k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")})
     return model, meta, arrays
 

@@ -307,6 +307,10 @@ def test_a_float64_run_keeps_float64_weights_in_its_checkpoint(cifar_dir, tmp_pa
     weights, not from a float32 copy of them."""
     config = replace(SMALL, epochs=1, train_subset=256, dtype="float64")
     train(config, tmp_path / "f64", data_dir=cifar_dir, progress=False)
-    model, _, arrays = load_checkpoint(tmp_path / "f64" / "checkpoint.npz")
+    model, meta, arrays = load_checkpoint(tmp_path / "f64" / "checkpoint.npz")
     for name, value in model.state_dict().items():
         assert value.dtype == np.float64 and np.array_equal(value, arrays[f"model.{name}"]), name
+    meta["train"]["dtype"] = "object"  # a checkpoint is untrusted input: only the two float dtypes are loaded
+    np.savez(tmp_path / "bad.npz", meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(ValueError, match=r"bad.npz is not a minivit checkpoint .*dtype must be 'float32' or 'float64', got 'object'"):
+        load_checkpoint(tmp_path / "bad.npz")

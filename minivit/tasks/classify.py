@@ -63,7 +63,9 @@ class Classify(Classification):
         share = len(x) / len(idx)  # of the batch's mean loss
         logits = model(x)
         loss, cache = ops.cross_entropy_forward(logits, targets, self.config.label_smoothing)
-        model.backward(ops.cross_entropy_backward(cache) * share)
+        dlogits = ops.cross_entropy_backward(cache)  # of this block's mean; times share: of its share of the batch's
+        dlogits *= share
+        model.backward(dlogits)
         hard = targets if targets.ndim == 1 else xp.argmax(targets, axis=1)
         return loss * share, {"correct": int((xp.argmax(logits, axis=1) == hard).sum())}
 

@@ -161,7 +161,9 @@ class Pretrain(_TokenTask):
         share = len(tokens) / len(idx)  # of the batch's mean loss
         logits = model(tokens)  # (B_r, T, K)
         loss, cache = next_token_loss(logits, tokens)
-        model.backward(ops.cross_entropy_backward(cache).reshape(logits.shape) * share)
+        dlogits = ops.cross_entropy_backward(cache).reshape(logits.shape)  # (B_r, T, K), of this block's mean
+        dlogits *= share  # in place: the biggest array of the step
+        model.backward(dlogits)
         return loss * share, {}
 
     def evaluate(self, model, part, rows=slice(None)):
@@ -214,7 +216,9 @@ class Finetune(Classification, _TokenTask):
             loss = loss + w * gen_loss
             dlogits = ops.cross_entropy_backward(gen_cache).reshape(logits.shape)
             dlogits *= w * share
-        model.backward(dlogits, ops.cross_entropy_backward(clf_cache) * share)
+        dclass = ops.cross_entropy_backward(clf_cache)
+        dclass *= share
+        model.backward(dlogits, dclass)
         return loss * share, {"correct": int((xp.argmax(class_logits, axis=1) == labels).sum())}
 
     def evaluate(self, model, part, rows=slice(None)):
